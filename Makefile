@@ -1,0 +1,49 @@
+# `make train` and `make test` are the two commands a newcomer needs; both set everything up first.
+# Set-up is idempotent: it re-runs only when requirements.txt or pyproject.toml change.
+
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+ARGS    ?=
+JOBS    ?= 2
+
+.PHONY: setup setup-dev train test test-slow clean
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+
+# Offscreen rendering (video recording) needs Debian's OSMesa; installed when we are root, skipped otherwise.
+$(VENV)/.system-deps: | $(PYTHON)
+	@if dpkg -s libosmesa6 >/dev/null 2>&1; then \
+		echo "libosmesa6 present"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libosmesa6) \
+		|| echo "warning: could not install libosmesa6; offscreen rendering will be unavailable"; \
+	else \
+		echo "note: not root, skipping libosmesa6 (needed only for offscreen rendering without a GPU)"; \
+	fi
+	@touch $@
+
+$(VENV)/.installed: requirements.txt pyproject.toml $(VENV)/.system-deps | $(PYTHON)
+	$(PYTHON) -m pip install --quiet -r requirements.txt -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
+
+train: setup
+	$(PYTHON) experiment/train.py $(ARGS)
+
+test: setup-dev
+	$(PYTHON) -m pytest -n $(JOBS) --durations=15 $(ARGS)
+
+test-slow: setup-dev
+	$(PYTHON) -m pytest -m slow --durations=15 $(ARGS)
+
+clean:
+	rm -rf $(VENV) data outputs multirun mlflow.db .pytest_cache

@@ -1,0 +1,1 @@
+"""Entry points and experiment logic: training, the epoch loop, testing and plotting scripts."""

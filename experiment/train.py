@@ -1,0 +1,237 @@
+"""Train one agent: `python experiment/train.py [key=value ...]` (or a sweep with `--multirun`).
+
+`train(cfg)` is the plain function behind the Hydra entry point; tests and the sweeper call it in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from experiment.cli import check_command_line, register_resolvers
+from experiment.epoch_loop import EpochHook, EpochLoop, LoopState, sweep_score
+from experiment.validation import validate_config
+from interface.algorithms import AlgorithmSpec, get_algorithm
+from interface.envs import make_vec_env, resolve_env_id
+from util.checkpoint import Checkpoint, find_checkpoint
+from util.errors import ConfigError
+from util.mlflow_logger import MlflowRun
+from util.run_info import flatten, git_short_hash
+
+log = logging.getLogger("experiment.train")
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochHook] | None = None) -> float:
+    """Train the configured algorithm on the configured env and return the sweep objective `hyperopt/score`.
+
+    Raises ConfigError (before anything is written) for bad config or input. On KeyboardInterrupt or SIGTERM it
+    writes a checkpoint, marks the MLflow run KILLED and re-raises KeyboardInterrupt.
+
+    :param cfg: The composed config (conf/main.yaml plus overrides).
+    :param run_dir: Where the run writes; default: Hydra's run dir, or a fresh
+        `<base_logdir>/<git hash>/<env>/<timestamp>` outside Hydra.
+    :param epoch_hooks: Called after every epoch with (epoch, metrics), e.g. by a sweep to report progress.
+    """
+    validate_config(cfg)
+    env_id = resolve_env_id(cfg.env)
+    spec = get_algorithm(cfg.algorithm.name)
+    checkpoint = _checkpoint_to_restore(cfg)
+    torch.set_num_threads(cfg.torch_threads)
+    set_random_seed(cfg.seed)
+    train_env, eval_env = _make_envs(cfg, env_id, checkpoint)
+    try:
+        model = _make_model(cfg, spec, train_env, checkpoint)
+        run_dir = _prepare_run_dir(cfg, run_dir)
+        return _train_in_run_dir(cfg, model, train_env, eval_env, run_dir, checkpoint, epoch_hooks)
+    finally:
+        train_env.close()
+        eval_env.close()
+
+
+def _checkpoint_to_restore(cfg: DictConfig) -> Checkpoint | None:
+    if cfg.restore_from is None:
+        return None
+    checkpoint = find_checkpoint(Path(cfg.restore_from))
+    if checkpoint is None:
+        raise ConfigError("restore_from", f"no complete checkpoint/ in run directory {cfg.restore_from}")
+    return checkpoint
+
+
+def _make_envs(cfg: DictConfig, env_id: str, checkpoint: Checkpoint | None) -> tuple[VecEnv, VecEnv]:
+    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
+    normalize = bool(cfg.algorithm.get("normalize_obs", False))
+    train_env = make_vec_env(env_id, env_kwargs, cfg.seed, normalize_obs=normalize)  # type: ignore[arg-type]
+    eval_env = make_vec_env(env_id, env_kwargs, cfg.seed + 10_000, normalize_obs=normalize)  # type: ignore[arg-type]
+    if isinstance(train_env, VecNormalize):
+        if checkpoint is not None and checkpoint.normalization.exists():
+            train_env = VecNormalize.load(str(checkpoint.normalization), train_env.venv)
+        assert isinstance(eval_env, VecNormalize)
+        eval_env.training = False
+    return train_env, eval_env
+
+
+def _make_model(cfg: DictConfig, spec: AlgorithmSpec, env: VecEnv, checkpoint: Checkpoint | None) -> Any:
+    device = cfg.device
+    if checkpoint is None:
+        return spec.build(cfg.algorithm, env, cfg.seed, device)
+    return spec.load(cfg.algorithm, checkpoint.model, env, device, checkpoint.replay_buffer)
+
+
+def _prepare_run_dir(cfg: DictConfig, run_dir: Path | None) -> Path:
+    if run_dir is None:
+        if HydraConfig.initialized():
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+        else:
+            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+            run_dir = Path(cfg.base_logdir) / git_short_hash() / str(cfg.env) / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return run_dir
+
+
+@contextmanager
+def _log_file(run_dir: Path) -> Iterator[None]:
+    """Send this module's and the loop's log lines to `<run_dir>/train.log` when Hydra does not already."""
+    target = run_dir / "train.log"
+    root = logging.getLogger()
+    if any(getattr(h, "baseFilename", None) == str(target.resolve()) for h in root.handlers):
+        yield
+        return
+    handler = logging.FileHandler(target)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    loggers = [logging.getLogger("experiment")]
+    previous_levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, previous_levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        handler.close()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so a scheduler's kill checkpoints like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_in_run_dir(
+    cfg: DictConfig,
+    model: Any,
+    train_env: VecEnv,
+    eval_env: VecEnv,
+    run_dir: Path,
+    checkpoint: Checkpoint | None,
+    epoch_hooks: list[EpochHook] | None,
+) -> float:
+    tags = {
+        "env": str(cfg.env),
+        "algorithm": str(cfg.algorithm.name),
+        "git_commit": git_short_hash(),
+        "run_dir": str(run_dir.resolve()),
+    }
+    if checkpoint is not None:
+        tags["restored_from"] = str(Path(cfg.restore_from).resolve())
+    run = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, run_dir.name, tags)
+    state = LoopState.from_json(checkpoint.state) if checkpoint is not None else LoopState()
+    state.early_stopped = False
+    loop = EpochLoop(cfg, model, train_env, eval_env, run, run_dir, state, epoch_hooks)
+    with _log_file(run_dir), _sigterm_as_interrupt():
+        try:
+            run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
+            log.info("run %s in %s", run.run_id, run_dir)
+            loop.run_epochs()
+            loop.checkpoint()
+            history = state.history.get(cfg.early_stop_data_column, [])
+            score = sweep_score(history, cfg.early_stop_last_n)
+            run.log_metrics({"hyperopt/score": score}, step=model.num_timesteps)
+            log.info("done after %d epochs, %d env steps, score %.3f", state.epoch, model.num_timesteps, score)
+        except KeyboardInterrupt:
+            log.warning("interrupted at %d env steps: writing a checkpoint", model.num_timesteps)
+            loop.checkpoint()
+            _upload_artifacts(run, run_dir)
+            run.finish("KILLED")
+            raise
+        except BaseException:
+            log.exception("training failed")
+            _upload_artifacts(run, run_dir)
+            run.finish("FAILED")
+            raise
+    _upload_artifacts(run, run_dir)
+    run.finish("FINISHED")
+    return score
+
+
+def _upload_artifacts(run: MlflowRun, run_dir: Path) -> None:
+    run.log_artifact(run_dir / "config.yaml")
+    run.log_artifact(run_dir / "train.log")
+    run.log_artifact(run_dir / "checkpoint" / "model.zip", "model")
+
+
+def _remove_run_dir(run_dir: Path, base_logdir: Path) -> None:
+    """Remove a run directory that bad input left with nothing but Hydra's files, and its empty parents."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    base = base_logdir.resolve()
+    while parent.resolve() != base and base in parent.resolve().parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+register_resolvers()
+
+
+@hydra.main(config_path="../conf", config_name="main", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point: run `train(cfg)`, turning bad input into exit 2 and interrupts into exit 130."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        return train(cfg, run_dir)
+    except ConfigError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        logging.shutdown()
+        _remove_run_dir(run_dir, Path(cfg.base_logdir))
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"interrupted: checkpoint in {run_dir / 'checkpoint'}", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    check_command_line(sys.argv[1:])
+    main()

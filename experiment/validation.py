@@ -1,0 +1,47 @@
+"""Checks of the composed config that need no env or learner, so bad values fail before anything runs."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from util.errors import ConfigError
+
+RENDER_MODES = ("none", "record", "display")
+DEVICES = ("auto", "cpu", "cuda")
+COMET_MODES = ("auto", "online", "offline", "off")
+EARLY_STOP_COLUMNS = (
+    "test/success_rate",
+    "test/mean_reward",
+    "test/ep_length",
+    "train/success_rate",
+    "train/mean_reward",
+    "train/ep_length",
+)
+
+
+def _integer_at_least(cfg: DictConfig, key: str, minimum: int) -> None:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(key, f"must be an integer >= {minimum}, got {value!r}")
+
+
+def _one_of(value: object, key: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"unknown value {value!r}", allowed)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value cannot work."""
+    for key in ("n_epochs", "eval_after_n_steps", "n_test_rollouts", "early_stop_last_n", "render_freq", "torch_threads"):
+        _integer_at_least(cfg, key, 1)
+    _integer_at_least(cfg, "save_model_freq", 0)
+    _integer_at_least(cfg, "seed", 0)
+    _one_of(cfg.render_test, "render_test", RENDER_MODES)
+    _one_of(cfg.device, "device", DEVICES)
+    _one_of(cfg.comet.mode, "comet.mode", COMET_MODES)
+    _one_of(cfg.early_stop_data_column, "early_stop_data_column", EARLY_STOP_COLUMNS)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda requested but torch sees no GPU", ["auto", "cpu"])
+    if cfg.render_test != "none":
+        raise ConfigError("render_test", "video recording is not available yet in this version", ["none"])

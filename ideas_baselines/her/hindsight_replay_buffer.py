@@ -1,0 +1,230 @@
+"""Hindsight Experience Replay as an SB3 replay buffer: goals are relabelled when a batch is sampled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import DictReplayBuffer
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples
+from stable_baselines3.common.vec_env import VecNormalize
+
+GOAL_SELECTION_STRATEGIES = ("future", "final", "episode")
+
+GoalFunction = Callable[[np.ndarray, np.ndarray, Any], Any]
+
+
+class HindsightBatch(NamedTuple):
+    """One sampled batch in raw (unnormalised) numpy form, with where every transition and goal came from."""
+
+    observations: dict[str, np.ndarray]
+    actions: np.ndarray
+    next_observations: dict[str, np.ndarray]
+    rewards: np.ndarray
+    terminals: np.ndarray
+    transition_index: np.ndarray
+    env_index: np.ndarray
+    goal_index: np.ndarray
+    relabelled: np.ndarray
+
+
+class HindsightReplayBuffer(DictReplayBuffer):
+    """Replay buffer for goal-conditioned envs that relabels desired goals with achieved ones at sampling time.
+
+    Hindsight Experience Replay (Andrychowicz et al. 2017, https://arxiv.org/abs/1707.01495). A fraction
+    ``k / (k + 1)`` of every batch gets its desired goal replaced by a goal achieved later in the same episode
+    (or at its end, or anywhere in it). Rewards of relabelled transitions are recomputed in one vectorised call
+    of the env's ``compute_reward``; their terminal flags come from the env's ``compute_terminated`` for the new
+    goal (SB3 issue #627: a relabelled transition must not inherit the terminal flag of the original goal), and
+    time-limit truncations never count as terminal. Only complete episodes are sampled.
+
+    The env's goal functions are attached with :meth:`attach_goal_functions` after construction, because SB3
+    builds the buffer itself and pickles its kwargs with the model; they are dropped when the buffer is pickled.
+
+    :param buffer_size: Max number of transitions stored.
+    :param observation_space: Dict space with ``observation``, ``achieved_goal`` and ``desired_goal``.
+    :param action_space: Action space.
+    :param device: Torch device of the sampled tensors.
+    :param n_envs: Number of parallel envs feeding the buffer.
+    :param optimize_memory_usage: Not supported (SB3's dict buffers do not support it either).
+    :param handle_timeout_termination: Treat ``TimeLimit.truncated`` as not terminal.
+    :param n_sampled_goal: k, relabelled goals per real goal.
+    :param goal_selection_strategy: ``future`` (a goal achieved at or after this step), ``final`` (the
+        episode's last achieved goal) or ``episode`` (any achieved goal of the episode).
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        n_sampled_goal: int = 4,
+        goal_selection_strategy: str = "future",
+    ) -> None:
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=optimize_memory_usage,
+            handle_timeout_termination=handle_timeout_termination,
+        )
+        if goal_selection_strategy not in GOAL_SELECTION_STRATEGIES:
+            raise ValueError(f"goal_selection_strategy must be one of {GOAL_SELECTION_STRATEGIES}")
+        if n_sampled_goal < 0:
+            raise ValueError("n_sampled_goal must be >= 0")
+        self.n_sampled_goal = n_sampled_goal
+        self.goal_selection_strategy = goal_selection_strategy
+        self.relabel_probability = n_sampled_goal / (n_sampled_goal + 1)
+        # Every stored transition knows the start and (once it is complete) the length of its episode;
+        # a length of 0 marks a transition that must not be sampled.
+        self.ep_start = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
+        self.ep_length = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
+        self._current_ep_start = np.zeros(self.n_envs, dtype=np.int64)
+        self._compute_reward: GoalFunction | None = None
+        self._compute_terminated: GoalFunction | None = None
+
+    def attach_goal_functions(self, compute_reward: GoalFunction, compute_terminated: GoalFunction | None) -> None:
+        """Give the buffer the env's vectorised ``compute_reward`` (and ``compute_terminated`` if it has one)."""
+        self._compute_reward = compute_reward
+        self._compute_terminated = compute_terminated
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compute_reward"] = None
+        state["_compute_terminated"] = None
+        return state
+
+    def add(  # type: ignore[override]
+        self,
+        obs: dict[str, np.ndarray],
+        next_obs: dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """Store one step of every env and close the episodes that ended with it."""
+        if self.full:
+            self._forget_episodes_at(self.pos)
+        position = self.pos
+        self.ep_start[position] = self._current_ep_start
+        super().add(obs, next_obs, action, reward, done, infos)
+        for env_index in np.flatnonzero(done):
+            self._close_episode(env_index, position)
+
+    def _close_episode(self, env_index: int, last_position: int) -> None:
+        start = self._current_ep_start[env_index]
+        end = last_position + 1 if last_position >= start else last_position + 1 + self.buffer_size
+        indices = np.arange(start, end) % self.buffer_size
+        self.ep_length[indices, env_index] = end - start
+        self._current_ep_start[env_index] = self.pos
+
+    def _forget_episodes_at(self, position: int) -> None:
+        """Invalidate the whole episode whose transition is about to be overwritten."""
+        for env_index in range(self.n_envs):
+            length = self.ep_length[position, env_index]
+            if length > 0:
+                start = self.ep_start[position, env_index]
+                self.ep_length[np.arange(start, start + length) % self.buffer_size, env_index] = 0
+
+    def truncate_last_trajectory(self) -> None:
+        """Drop the unfinished episode of every env, e.g. before saving for a resume that restarts episodes."""
+        for env_index in range(self.n_envs):
+            start = self._current_ep_start[env_index]
+            if start != self.pos:
+                indices = np.arange(start, self.pos if self.pos > start else self.pos + self.buffer_size)
+                self.ep_length[indices % self.buffer_size, env_index] = 0
+            self._current_ep_start[env_index] = self.pos
+
+    def n_complete_transitions(self) -> int:
+        """How many stored transitions belong to complete episodes (and so can be sampled)."""
+        upper = self.buffer_size if self.full else self.pos
+        return int(np.count_nonzero(self.ep_length[:upper]))
+
+    def sample_transitions(self, batch_size: int) -> HindsightBatch:
+        """Sample ``batch_size`` transitions from complete episodes and relabel a fraction of their goals."""
+        if self._compute_reward is None:
+            raise RuntimeError("call attach_goal_functions(env.compute_reward, ...) before sampling")
+        upper = self.buffer_size if self.full else self.pos
+        valid = np.flatnonzero(self.ep_length[:upper].ravel())
+        if valid.size == 0:
+            raise RuntimeError("no complete episode stored yet: learning_starts must exceed one episode length")
+        flat = valid[np.random.randint(0, valid.size, size=batch_size)]
+        transition_index, env_index = np.divmod(flat, self.n_envs)
+
+        start = self.ep_start[transition_index, env_index]
+        length = self.ep_length[transition_index, env_index]
+        step_in_episode = (transition_index - start) % self.buffer_size
+        if self.goal_selection_strategy == "future":
+            goal_offset = np.random.randint(step_in_episode, length)
+        elif self.goal_selection_strategy == "final":
+            goal_offset = length - 1
+        else:
+            goal_offset = np.random.randint(0, length)
+        goal_index = (start + goal_offset) % self.buffer_size
+        relabelled = np.random.uniform(size=batch_size) < self.relabel_probability
+
+        observations = {key: value[transition_index, env_index] for key, value in self.observations.items()}
+        next_observations = {key: value[transition_index, env_index] for key, value in self.next_observations.items()}
+        rewards = self.rewards[transition_index, env_index].copy()
+        terminals = self.dones[transition_index, env_index] * (1 - self.timeouts[transition_index, env_index])
+
+        if relabelled.any():
+            new_goals = self.next_observations["achieved_goal"][goal_index[relabelled], env_index[relabelled]]
+            observations["desired_goal"][relabelled] = new_goals
+            next_observations["desired_goal"][relabelled] = new_goals
+            achieved = next_observations["achieved_goal"][relabelled]
+            infos = [{} for _ in range(len(new_goals))]
+            rewards[relabelled] = _vectorised(self._compute_reward, achieved, new_goals, infos, "compute_reward")
+            if self._compute_terminated is not None:
+                terminals[relabelled] = _vectorised(
+                    self._compute_terminated, achieved, new_goals, infos, "compute_terminated"
+                )
+        return HindsightBatch(
+            observations=observations,
+            actions=self.actions[transition_index, env_index],
+            next_observations=next_observations,
+            rewards=rewards.astype(np.float32),
+            terminals=terminals.astype(np.float32),
+            transition_index=transition_index,
+            env_index=env_index,
+            goal_index=goal_index,
+            relabelled=relabelled,
+        )
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> DictReplayBufferSamples:  # type: ignore[override]
+        """Sample a relabelled batch as torch tensors, normalised by ``env`` if it is a ``VecNormalize``."""
+        batch = self.sample_transitions(batch_size)
+        observations = self._normalize_obs(batch.observations, env)
+        next_observations = self._normalize_obs(batch.next_observations, env)
+        assert isinstance(observations, dict) and isinstance(next_observations, dict)
+        return DictReplayBufferSamples(
+            observations={key: self.to_torch(value) for key, value in observations.items()},
+            actions=self.to_torch(batch.actions),
+            next_observations={key: self.to_torch(value) for key, value in next_observations.items()},
+            dones=self.to_torch(batch.terminals.reshape(-1, 1)),
+            rewards=self.to_torch(self._normalize_reward(batch.rewards.reshape(-1, 1), env)),
+        )
+
+
+def _vectorised(function: GoalFunction, achieved: np.ndarray, desired: np.ndarray, infos: list, name: str) -> np.ndarray:
+    """Call a goal function on a batch; a scalar answer applies to every row, a per-row loop is the fallback."""
+    n = len(achieved)
+    try:
+        result = np.asarray(function(achieved, desired, infos), dtype=np.float32)
+    except (ValueError, TypeError):
+        result = np.asarray([function(a, d, i) for a, d, i in zip(achieved, desired, infos)], dtype=np.float32)
+    if result.ndim == 0:
+        return np.full(n, float(result), dtype=np.float32)
+    if result.shape != (n,):
+        raise ValueError(f"env.{name} returned shape {result.shape} for a batch of {n}; it must be vectorised")
+    return result

@@ -1,0 +1,118 @@
+"""Env factory: turns an `env` config value into seeded, monitored (vectorised) envs and checks them."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import gymnasium_robotics
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+import ideas_envs.register_envs  # noqa: F401  (registers our ids)
+from util.errors import ConfigError
+
+gym.register_envs(gymnasium_robotics)
+
+GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
+_LEGACY_FETCH = re.compile(r"^(Fetch\w+|Hand\w+)-v[0-3]$")
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Return the registered gymnasium id for `env`, importing `module:` prefixes; ConfigError otherwise.
+
+    Accepts any registered id (gymnasium, gymnasium-robotics, ideas_envs) and ``module:EnvId`` for a user's
+    module that registers ``EnvId`` on import.
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError("env", f"must be a gymnasium env id, got {env_id!r}")
+    name = env_id
+    if ":" in env_id:
+        module, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # any import-time failure of user code is bad input
+            raise ConfigError("env", f"module '{module}' of env={env_id} failed to import: {error!r}") from None
+    if name in gym.registry:
+        return name
+    if _LEGACY_FETCH.match(name):
+        newest = name.rsplit("-v", 1)[0]
+        candidates = sorted(i for i in gym.registry if i.startswith(newest + "-v"))
+        raise ConfigError(
+            "env",
+            f"'{name}' needs mujoco-py, which no longer installs; use the official-MuJoCo version",
+            candidates or None,
+        )
+    close = difflib.get_close_matches(name, list(gym.registry), n=5, cutoff=0.5)
+    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError("env", f"unknown env id '{name}'{hint}")
+
+
+def is_goal_env(env: gym.Env) -> bool:
+    """True if the env follows gymnasium-robotics' goal-env API (Dict obs with goals, compute_reward)."""
+    space = env.observation_space
+    return (
+        isinstance(space, gym.spaces.Dict)
+        and all(key in space.spaces for key in GOAL_KEYS)
+        and callable(getattr(env.unwrapped, "compute_reward", None))
+    )
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
+    """Build one env by id and wrap it in SB3's Monitor, which records episode returns and lengths."""
+    kwargs = dict(env_kwargs or {})
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        env = gym.make(env_id, **kwargs)
+    except TypeError as error:
+        raise ConfigError("env_kwargs", f"rejected by {env_id}: {error}") from None
+    return Monitor(env)
+
+
+def make_vec_env(
+    env_id: str,
+    env_kwargs: dict[str, Any] | None,
+    seed: int,
+    n_envs: int = 1,
+    normalize_obs: bool = False,
+    render_mode: str | None = None,
+) -> VecEnv:
+    """Build `n_envs` seeded copies of an env in a DummyVecEnv, optionally with observation normalisation.
+
+    Goal envs are normalised on `observation` and both goals, never on rewards, so that rewards recomputed by
+    HER stay on the env's own scale.
+    """
+    factories: list[Callable[[], gym.Env]] = [
+        (lambda: make_env(env_id, env_kwargs, render_mode)) for _ in range(n_envs)
+    ]
+    vec_env: VecEnv = DummyVecEnv(factories)
+    vec_env.seed(seed)
+    vec_env.action_space.seed(seed)
+    if normalize_obs:
+        space = vec_env.observation_space
+        keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else None
+        vec_env = VecNormalize(vec_env, norm_obs=True, norm_reward=False, norm_obs_keys=keys)
+    return vec_env
+
+
+def goal_functions(vec_env: VecEnv) -> tuple[Callable, Callable | None]:
+    """The unwrapped env's vectorised `compute_reward` and (if it has one) `compute_terminated`."""
+    unwrapped = vec_env.get_attr("unwrapped", indices=[0])[0]
+    return unwrapped.compute_reward, getattr(unwrapped, "compute_terminated", None)
+
+
+def check_goal_env(vec_env: VecEnv, key: str, who: str) -> None:
+    """Raise a ConfigError naming `key` if the env is not a goal env."""
+    unwrapped = vec_env.get_attr("unwrapped", indices=[0])[0]
+    if not is_goal_env(unwrapped):
+        raise ConfigError(
+            key,
+            f"{who} needs a goal env (Dict observation with {', '.join(GOAL_KEYS)} and compute_reward); "
+            f"{unwrapped.spec.id if unwrapped.spec else type(unwrapped).__name__} is not one",
+        )
+

@@ -1,0 +1,1 @@
+"""Utilities that know no algorithm, env or entry point: logging, checkpoints, callbacks, run info."""

@@ -1,0 +1,67 @@
+"""Checkpoints of a run directory: model, replay buffer, normalisation statistics and loop state."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where the parts of one checkpoint live, and the epoch-loop state saved with them."""
+
+    folder: Path
+    state: dict[str, Any]
+
+    @property
+    def model(self) -> Path:
+        return self.folder / "model.zip"
+
+    @property
+    def replay_buffer(self) -> Path:
+        return self.folder / "replay_buffer.pkl"
+
+    @property
+    def normalization(self) -> Path:
+        return self.folder / "vecnormalize.pkl"
+
+
+def save_checkpoint(run_dir: Path, model: BaseAlgorithm, env: VecEnv, state: dict[str, Any]) -> Checkpoint:
+    """Write a complete checkpoint next to (then in place of) the previous one, so a crash never leaves half.
+
+    `state` must be JSON-serialisable (epoch, env steps, metric history).
+    """
+    final = run_dir / CHECKPOINT_DIR
+    staging = run_dir / (CHECKPOINT_DIR + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    checkpoint = Checkpoint(staging, state)
+    model.save(checkpoint.model)
+    if hasattr(model, "save_replay_buffer") and getattr(model, "replay_buffer", None) is not None:
+        model.save_replay_buffer(checkpoint.replay_buffer)
+    if isinstance(env, VecNormalize):
+        env.save(str(checkpoint.normalization))
+    (staging / "state.json").write_text(json.dumps(state, indent=1))
+    previous = run_dir / (CHECKPOINT_DIR + ".old")
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+    return Checkpoint(final, state)
+
+
+def find_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The checkpoint of a run directory, or None if it has no complete one."""
+    folder = run_dir / CHECKPOINT_DIR
+    state_file = folder / "state.json"
+    if not state_file.exists():
+        return None
+    return Checkpoint(folder, json.loads(state_file.read_text()))

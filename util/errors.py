@@ -1,0 +1,20 @@
+"""The one exception type for bad configuration or input, so the entry point can exit 2 with one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A config key holds a value we cannot run with.
+
+    The message always names the key and, where there is a closed set, the allowed values, because the entry
+    point prints exactly this one line and exits with code 2.
+    """
+
+    def __init__(self, key: str, problem: str, allowed: Iterable[str] | None = None) -> None:
+        self.key = key
+        message = f"{key}: {problem}"
+        if allowed is not None:
+            message += f" (allowed: {', '.join(str(a) for a in allowed)})"
+        super().__init__(message)

@@ -1,0 +1,36 @@
+"""Test rollouts: deterministic episodes on a separate env, with the metrics the contract names."""
+
+from __future__ import annotations
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+
+
+def evaluate(model: BaseAlgorithm, train_env: VecEnv, eval_env: VecEnv, n_episodes: int) -> dict[str, float]:
+    """Run `n_episodes` deterministic episodes on the first env of `eval_env`.
+
+    Observation-normalisation statistics are copied from `train_env` first (and never updated by testing).
+    Returns `test/success_rate` (fraction of episodes whose last step reported `is_success`),
+    `test/mean_reward` and `test/ep_length`.
+    """
+    if isinstance(eval_env, VecNormalize):
+        sync_envs_normalization(train_env, eval_env)
+    returns, lengths, successes = [], [], []
+    observation = eval_env.reset()
+    episode_return, episode_length = 0.0, 0
+    while len(returns) < n_episodes:
+        action, _ = model.predict(observation, deterministic=True)
+        observation, reward, done, infos = eval_env.step(action)
+        episode_return += float(reward[0])
+        episode_length += 1
+        if done[0]:
+            returns.append(episode_return)
+            lengths.append(episode_length)
+            successes.append(float(np.asarray(infos[0].get("is_success", 0.0)).item()))
+            episode_return, episode_length = 0.0, 0
+    return {
+        "test/success_rate": float(np.mean(successes)),
+        "test/mean_reward": float(np.mean(returns)),
+        "test/ep_length": float(np.mean(lengths)),
+    }
