@@ -116,6 +116,10 @@ class EpochLoop:
         learn_seconds = time.perf_counter() - started
         metrics = evaluate(self.model, self.train_env, self.eval_env, cfg.n_test_rollouts)
         metrics.update(self.episode_stats.pop())
+        # Learners with internal structure (e.g. HAC's layers) add their own per-epoch metrics.
+        extra_metrics = getattr(self.model, "epoch_metrics", None)
+        if callable(extra_metrics):
+            metrics.update(extra_metrics())
         self.state.epoch += 1
         self.state.wall_seconds += time.perf_counter() - started
         metrics.update(
