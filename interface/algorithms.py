@@ -68,8 +68,9 @@ def _check_action_space(learner: str, env: VecEnv, key: str) -> None:
 
 def _learner_kwargs(algorithm_cfg: DictConfig, learner: str, env: VecEnv) -> dict[str, Any]:
     """The SB3 constructor kwargs: `learner` merged with this learner's entry of `per_model_class`."""
-    shared = OmegaConf.to_container(algorithm_cfg.get("learner", {}), resolve=True)
-    specific = OmegaConf.to_container(algorithm_cfg.get("per_model_class", {}).get(learner, {}), resolve=True)
+    shared = OmegaConf.to_container(algorithm_cfg.learner, resolve=True)
+    per_class = algorithm_cfg.get("per_model_class")
+    specific = OmegaConf.to_container(per_class[learner], resolve=True) if per_class and learner in per_class else {}
     kwargs: dict[str, Any] = OmegaConf.to_container(OmegaConf.merge(shared, specific))  # type: ignore[assignment]
     noise_std = kwargs.pop("action_noise_std", None)
     if noise_std:

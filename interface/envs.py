@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
-import re
+import importlib.util
+import io
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-import gymnasium_robotics
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import ideas_envs.register_envs  # noqa: F401  (registers our ids)
 from util.errors import ConfigError
 
+# gymnasium-robotics prints a notice about Adroit v1 envs (which we do not use) to stderr on import;
+# keep stderr for our own one-line errors.
+with contextlib.redirect_stderr(io.StringIO()):
+    import gymnasium_robotics
 gym.register_envs(gymnasium_robotics)
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
-_LEGACY_FETCH = re.compile(r"^(Fetch\w+|Hand\w+)-v[0-3]$")
 
 
 def resolve_env_id(env_id: str) -> str:
@@ -38,15 +42,13 @@ def resolve_env_id(env_id: str) -> str:
         except Exception as error:  # any import-time failure of user code is bad input
             raise ConfigError("env", f"module '{module}' of env={env_id} failed to import: {error!r}") from None
     if name in gym.registry:
+        if "MujocoPy" in str(gym.registry[name].entry_point) and importlib.util.find_spec("mujoco_py") is None:
+            family = name.rsplit("-v", 1)[0] + "-v"
+            newer = [i for i in gym.registry if i.startswith(family) and "MujocoPy" not in str(gym.registry[i].entry_point)]
+            raise ConfigError(
+                "env", f"'{name}' needs mujoco-py, which no longer installs; use the official-MuJoCo version", newer
+            )
         return name
-    if _LEGACY_FETCH.match(name):
-        newest = name.rsplit("-v", 1)[0]
-        candidates = sorted(i for i in gym.registry if i.startswith(newest + "-v"))
-        raise ConfigError(
-            "env",
-            f"'{name}' needs mujoco-py, which no longer installs; use the official-MuJoCo version",
-            candidates or None,
-        )
     close = difflib.get_close_matches(name, list(gym.registry), n=5, cutoff=0.5)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     raise ConfigError("env", f"unknown env id '{name}'{hint}")

@@ -1,0 +1,110 @@
+"""The HER maths: relabelled goals come from the right place, with the right reward and terminal flag."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import interface.envs  # noqa: F401  (registers gymnasium-robotics and our envs)
+from ideas_baselines.her import HindsightReplayBuffer
+
+
+def _fill(env_id: str, strategy: str, n_steps: int, buffer_size: int, seed: int = 0) -> tuple[HindsightReplayBuffer, gym.Env]:
+    """Store `n_steps` random-action transitions of `env_id` in a fresh buffer, SB3-style (timeouts in infos)."""
+    env = gym.make(env_id)
+    buffer = HindsightReplayBuffer(
+        buffer_size, env.observation_space, env.action_space, device="cpu", n_sampled_goal=4,
+        goal_selection_strategy=strategy,
+    )
+    buffer.attach_goal_functions(env.unwrapped.compute_reward, env.unwrapped.compute_terminated)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(n_steps):
+        action = env.action_space.sample()
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        stored_info = {"TimeLimit.truncated": truncated and not terminated}
+        batched = {k: v[None] for k, v in obs.items()}
+        batched_next = {k: v[None] for k, v in next_obs.items()}
+        buffer.add(batched, batched_next, np.array([action]), np.array([reward]), np.array([done]), [stored_info])
+        obs = env.reset()[0] if done else next_obs
+    return buffer, env
+
+
+@pytest.mark.parametrize("env_id", ["FetchReach-v4", "BitFlipping-v0"])
+@pytest.mark.parametrize("strategy", ["future", "final", "episode"])
+def test_relabelled_rewards_and_terminals_match_the_env(env_id: str, strategy: str) -> None:
+    np.random.seed(1)
+    buffer, env = _fill(env_id, strategy, n_steps=600, buffer_size=1000)
+    batch = buffer.sample_transitions(2048)
+    assert 0.7 < batch.relabelled.mean() < 0.9  # k=4 relabels 80%
+    expected_reward = env.unwrapped.compute_reward(
+        batch.next_observations["achieved_goal"], batch.next_observations["desired_goal"], [{}] * 2048
+    )
+    np.testing.assert_array_equal(batch.rewards, expected_reward)
+    expected_terminal = np.broadcast_to(
+        env.unwrapped.compute_terminated(
+            batch.next_observations["achieved_goal"], batch.next_observations["desired_goal"], [{}] * 2048
+        ),
+        (2048,),
+    ).astype(np.float32)
+    relabelled = batch.relabelled
+    np.testing.assert_array_equal(batch.terminals[relabelled], expected_terminal[relabelled])
+    # Transitions kept as they were keep the env's terminated flag, and a time-limit end is never terminal.
+    stored_terminal = buffer.dones[batch.transition_index, 0] * (1 - buffer.timeouts[batch.transition_index, 0])
+    np.testing.assert_array_equal(batch.terminals[~relabelled], stored_terminal[~relabelled])
+    if env_id == "FetchReach-v4":
+        assert not batch.terminals.any()  # Fetch never terminates: every episode end is a truncation
+    np.testing.assert_array_equal(batch.observations["desired_goal"], batch.next_observations["desired_goal"])
+
+
+@pytest.mark.parametrize("strategy", ["future", "final", "episode"])
+def test_relabelled_goals_are_achieved_goals_of_the_same_episode(strategy: str) -> None:
+    np.random.seed(2)
+    buffer, _ = _fill("FetchReach-v4", strategy, n_steps=500, buffer_size=1000)
+    batch = buffer.sample_transitions(1024)
+    start = buffer.ep_start[batch.transition_index, 0]
+    length = buffer.ep_length[batch.transition_index, 0]
+    t = batch.transition_index - start
+    g = batch.goal_index - start
+    assert (length == 50).all()
+    if strategy == "future":
+        assert ((g >= t) & (g < length)).all()
+    elif strategy == "final":
+        assert (g == length - 1).all()
+    else:
+        assert ((g >= 0) & (g < length)).all()
+    r = batch.relabelled
+    np.testing.assert_array_equal(
+        batch.observations["desired_goal"][r], buffer.next_observations["achieved_goal"][batch.goal_index[r], 0]
+    )
+    np.testing.assert_array_equal(
+        batch.observations["desired_goal"][~r], buffer.observations["desired_goal"][batch.transition_index[~r], 0]
+    )
+
+
+def test_overwritten_and_unfinished_episodes_are_never_sampled() -> None:
+    np.random.seed(3)
+    # 50-step episodes in a 120-slot buffer after 330 steps: slots 0-89 hold the newest (partly unfinished) data.
+    buffer, _ = _fill("FetchReach-v4", "future", n_steps=330, buffer_size=120)
+    batch = buffer.sample_transitions(4096)
+    valid = set(np.flatnonzero(buffer.ep_length[:, 0]))
+    assert set(batch.transition_index) <= valid
+    # Steps 300-329 form an unfinished episode; step 250-299 is complete; 200-249 was partly overwritten.
+    unfinished = {i % 120 for i in range(300, 330)}
+    assert not (unfinished & valid)
+    assert {i % 120 for i in range(250, 300)} <= valid
+    assert buffer.n_complete_transitions() == 50
+    for index in set(batch.goal_index):
+        assert index in valid
+
+
+def test_sampling_needs_complete_episodes_and_goal_functions() -> None:
+    env = gym.make("FetchReach-v4")
+    buffer = HindsightReplayBuffer(100, env.observation_space, env.action_space, device="cpu")
+    with pytest.raises(RuntimeError, match="attach_goal_functions"):
+        buffer.sample(4)
+    buffer.attach_goal_functions(env.unwrapped.compute_reward, None)
+    with pytest.raises(RuntimeError, match="no complete episode"):
+        buffer.sample(4)
