@@ -27,9 +27,10 @@ EpochHook = Callable[[int, dict[str, float]], None]
 
 @dataclass
 class LoopState:
-    """What survives a checkpoint: finished epochs, the metric history and wall time spent so far."""
+    """What survives a checkpoint: finished epochs, env steps, the metric history and wall time so far."""
 
     epoch: int = 0
+    env_steps: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
     wall_seconds: float = 0.0
     early_stopped: bool = False
@@ -93,6 +94,7 @@ class EpochLoop:
 
     def checkpoint(self) -> None:
         """Write the model, buffer, normalisation and loop state to `<run_dir>/checkpoint`."""
+        self.state.env_steps = self.model.num_timesteps
         save_checkpoint(self.run_dir, self.model, self.train_env, self.state.to_json())
 
     def run_epochs(self) -> LoopState:

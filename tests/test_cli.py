@@ -1,0 +1,101 @@
+"""The command line as a user meets it: bad input exits 2 with one line, Ctrl-C checkpoints, restore resumes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiment.cli import command_line_problem
+from tests.conftest import PROJECT_ROOT, TINY, run_train_cli
+
+BAD_INPUT = [
+    (["env=NoSuchEnv-v0"], "env: unknown env id 'NoSuchEnv-v0'"),
+    (["env=FetchReac-v4"], "did you mean: FetchReach-v4"),
+    (["env=FetchReach-v1"], "needs mujoco-py"),
+    (["algorithm=nope"], "algorithm: unknown option 'nope' (allowed: ddpg, dqn, her"),
+    (["algorithm.model_class=ppo"], "algorithm.model_class: unknown value 'ppo' (allowed: sac, td3, ddpg, dqn)"),
+    (["env=CartPole-v1"], "env: algorithm=her needs a goal env"),
+    (["n_epochs=0"], "n_epochs: must be an integer >= 1, got 0"),
+    (["eval_after_n_steps=-5"], "eval_after_n_steps: must be an integer >= 1"),
+    (["n_test_rollouts=0"], "n_test_rollouts: must be an integer >= 1"),
+    (["env=no_such_module_xyz:Thing-v0"], "env: module 'no_such_module_xyz' of env=no_such_module_xyz:Thing-v0 failed"),
+    (["no_such_key=1"], "no_such_key: unknown config key (allowed top-level keys:"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[a[0][0] for a in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(args: list[str], message: str, tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    result = run_train_cli(
+        *args, f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri=sqlite:///{store}", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*"))
+    assert not store.exists()  # no MLflow run was even started
+
+
+def test_unknown_keys_are_found_before_hydra_runs() -> None:
+    assert command_line_problem(["--multirun", "seed=1", "algorithm=sac", "algorithm.learner.gamma=0.9"]) is None
+    assert command_line_problem(["+extra=1", "hydra.run.dir=x", "algorithm=her,sac"]) is None
+    assert "unknown config key" in command_line_problem(["sede=1"])
+    assert "unknown option 'hc'" in command_line_problem(["algorithm=hc"])
+
+
+def _wait_for(predicate, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise TimeoutError
+        time.sleep(0.2)
+
+
+def test_interrupt_writes_a_checkpoint_and_restore_continues(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [*TINY, "algorithm.learner.learning_starts=100", f"mlflow.tracking_uri={store}", "save_model_freq=0"]
+    run_dir = tmp_path / "first"
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), *common, "n_epochs=100", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = run_dir / "train.log"
+    _wait_for(lambda: log.exists() and "epoch 2 " in log.read_text(), timeout=240)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] >= 2
+    # Interrupted during epoch 3 or later: the checkpoint holds every env step taken, finished epoch or not.
+    saved_steps = state["env_steps"]
+    assert saved_steps >= state["history"]["time/total_timesteps"][-1] == state["epoch"] * 200
+
+    client = MlflowClient(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (killed,) = client.search_runs(experiments, filter_string=f"tags.run_dir = '{run_dir.resolve()}'")
+    assert killed.info.status == "KILLED"
+
+    resumed_dir = tmp_path / "resumed"
+    result = run_train_cli(
+        *common, f"n_epochs={state['epoch'] + 2}", f"restore_from={run_dir}", f"hydra.run.dir={resumed_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (resumed,) = client.search_runs(experiments, filter_string=f"tags.run_dir = '{resumed_dir.resolve()}'")
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["restored_from"] == str(run_dir.resolve())
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "time/total_timesteps")]
+    assert steps == [saved_steps + 200, saved_steps + 400]
+    epochs = [m.value for m in client.get_metric_history(resumed.info.run_id, "time/epoch")]
+    assert epochs == [state["epoch"] + 1, state["epoch"] + 2]
