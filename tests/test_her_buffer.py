@@ -64,10 +64,11 @@ def test_relabelled_goals_are_achieved_goals_of_the_same_episode(strategy: str) 
     np.random.seed(2)
     buffer, _ = _fill("FetchReach-v4", strategy, n_steps=500, buffer_size=1000)
     batch = buffer.sample_transitions(1024)
-    start = buffer.ep_start[batch.transition_index, 0]
-    length = buffer.ep_length[batch.transition_index, 0]
-    t = batch.transition_index - start
-    g = batch.goal_index - start
+    r = batch.relabelled
+    start = buffer.ep_start[batch.transition_index, 0][r]
+    length = buffer.ep_length[batch.transition_index, 0][r]
+    t = batch.transition_index[r] - start
+    g = batch.goal_index[r] - start
     assert (length == 50).all()
     if strategy == "future":
         assert ((g >= t) & (g < length)).all()
@@ -75,7 +76,6 @@ def test_relabelled_goals_are_achieved_goals_of_the_same_episode(strategy: str) 
         assert (g == length - 1).all()
     else:
         assert ((g >= 0) & (g < length)).all()
-    r = batch.relabelled
     np.testing.assert_array_equal(
         batch.observations["desired_goal"][r], buffer.next_observations["achieved_goal"][batch.goal_index[r], 0]
     )
@@ -100,11 +100,18 @@ def test_overwritten_and_unfinished_episodes_are_never_sampled() -> None:
         assert index in valid
 
 
-def test_sampling_needs_complete_episodes_and_goal_functions() -> None:
+def test_sampling_needs_goal_functions_and_replays_unrelabelled_before_the_first_episode_ends() -> None:
     env = gym.make("FetchReach-v4")
     buffer = HindsightReplayBuffer(100, env.observation_space, env.action_space, device="cpu")
     with pytest.raises(RuntimeError, match="attach_goal_functions"):
         buffer.sample(4)
     buffer.attach_goal_functions(env.unwrapped.compute_reward, None)
-    with pytest.raises(RuntimeError, match="no complete episode"):
+    with pytest.raises(RuntimeError, match="empty"):
         buffer.sample(4)
+    np.random.seed(4)
+    buffer, _ = _fill("FetchReach-v4", "future", n_steps=30, buffer_size=100)
+    batch = buffer.sample_transitions(64)
+    assert not batch.relabelled.any()
+    assert (batch.transition_index < 30).all()
+    np.testing.assert_array_equal(batch.rewards, buffer.rewards[batch.transition_index, 0])
+    np.testing.assert_array_equal(batch.observations["desired_goal"], buffer.observations["desired_goal"][batch.transition_index, 0])

@@ -157,7 +157,12 @@ class HindsightReplayBuffer(DictReplayBuffer):
         upper = self.buffer_size if self.full else self.pos
         valid = np.flatnonzero(self.ep_length[:upper].ravel())
         if valid.size == 0:
-            raise RuntimeError("no complete episode stored yet: learning_starts must exceed one episode length")
+            # Learning started before any episode ended (long episodes, small learning_starts): replay the
+            # stored steps as they happened until there is an episode to relabel from.
+            if upper == 0:
+                raise RuntimeError("the replay buffer is empty")
+            flat = np.random.randint(0, upper * self.n_envs, size=batch_size)
+            return self._gather(*np.divmod(flat, self.n_envs), np.zeros(batch_size, dtype=bool))
         flat = valid[np.random.randint(0, valid.size, size=batch_size)]
         transition_index, env_index = np.divmod(flat, self.n_envs)
 
@@ -170,34 +175,36 @@ class HindsightReplayBuffer(DictReplayBuffer):
             goal_offset = length - 1
         else:
             goal_offset = np.random.randint(0, length)
-        goal_index = (start + goal_offset) % self.buffer_size
         relabelled = np.random.uniform(size=batch_size) < self.relabel_probability
-
-        observations = {key: value[transition_index, env_index] for key, value in self.observations.items()}
-        next_observations = {key: value[transition_index, env_index] for key, value in self.next_observations.items()}
-        rewards = self.rewards[transition_index, env_index].copy()
-        terminals = self.dones[transition_index, env_index] * (1 - self.timeouts[transition_index, env_index])
+        batch = self._gather(transition_index, env_index, relabelled)
+        batch.goal_index[relabelled] = ((start + goal_offset) % self.buffer_size)[relabelled]
 
         if relabelled.any():
-            new_goals = self.next_observations["achieved_goal"][goal_index[relabelled], env_index[relabelled]]
-            observations["desired_goal"][relabelled] = new_goals
-            next_observations["desired_goal"][relabelled] = new_goals
-            achieved = next_observations["achieved_goal"][relabelled]
+            new_goals = self.next_observations["achieved_goal"][batch.goal_index[relabelled], env_index[relabelled]]
+            batch.observations["desired_goal"][relabelled] = new_goals
+            batch.next_observations["desired_goal"][relabelled] = new_goals
+            achieved = batch.next_observations["achieved_goal"][relabelled]
             infos = [{} for _ in range(len(new_goals))]
-            rewards[relabelled] = _vectorised(self._compute_reward, achieved, new_goals, infos, "compute_reward")
+            batch.rewards[relabelled] = _vectorised(self._compute_reward, achieved, new_goals, infos, "compute_reward")
             if self._compute_terminated is not None:
-                terminals[relabelled] = _vectorised(
+                batch.terminals[relabelled] = _vectorised(
                     self._compute_terminated, achieved, new_goals, infos, "compute_terminated"
                 )
+        return batch
+
+    def _gather(self, transition_index: np.ndarray, env_index: np.ndarray, relabelled: np.ndarray) -> HindsightBatch:
+        """The stored transitions at these indices, as they happened (goal index = own index)."""
         return HindsightBatch(
-            observations=observations,
+            observations={key: value[transition_index, env_index] for key, value in self.observations.items()},
             actions=self.actions[transition_index, env_index],
-            next_observations=next_observations,
-            rewards=rewards.astype(np.float32),
-            terminals=terminals.astype(np.float32),
+            next_observations={key: value[transition_index, env_index] for key, value in self.next_observations.items()},
+            rewards=self.rewards[transition_index, env_index].astype(np.float32),
+            terminals=(self.dones[transition_index, env_index] * (1 - self.timeouts[transition_index, env_index])).astype(
+                np.float32
+            ),
             transition_index=transition_index,
             env_index=env_index,
-            goal_index=goal_index,
+            goal_index=transition_index.copy(),
             relabelled=relabelled,
         )
 
