@@ -6,7 +6,7 @@ PYTHON  := $(VENV)/bin/python
 ARGS    ?=
 JOBS    ?= 2
 
-.PHONY: setup setup-dev train test test-slow clean
+.PHONY: setup setup-dev train test test-slow test-function clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -45,5 +45,9 @@ test: setup-dev
 test-slow: setup-dev
 	$(PYTHON) -m pytest -m slow --durations=15 $(ARGS)
 
+# Every env x algorithm combination for two tiny epochs (FILTER=<name part> narrows it, e.g. FILTER=FetchReach).
+test-function: setup
+	./run_testing.sh -t function -p $(JOBS) $(if $(FILTER),-k $(FILTER))
+
 clean:
-	rm -rf $(VENV) data outputs multirun mlflow.db .pytest_cache
+	rm -rf $(VENV) data outputs multirun testing mlflow.db .pytest_cache test_cmds.txt

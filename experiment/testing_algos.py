@@ -71,3 +71,4 @@ PERFORMANCE_BARS: tuple[PerformanceBar, ...] = (
         note="ideas_deep_rl2's bar (it had 12k steps); ours reaches 1.0 at 4-5k",
     ),
     PerformanceBar("her-sac", "FetchPush-v4", 0.05, 20_000, 2, 4, note="ideas_deep_rl2's bar"),
+)
