@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from stable_baselines3.common.logger import KVWriter
 
 _PARAM_VALUE_LIMIT = 6000
 _BATCH_LIMIT = 100  # MLflow accepts at most 100 params per batch call
+
+
+@contextmanager
+def _store_creation_lock(tracking_uri: str | None) -> Iterator[None]:
+    """Serialise first access to a sqlite store across processes.
+
+    Two processes opening a fresh sqlite file at once both run MLflow's schema migrations and one fails with
+    "table experiments already exists" (seen with two parallel trainings); a file lock beside the database
+    makes the second wait until the first has created the schema.
+    """
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class MlflowRun:
@@ -26,11 +51,12 @@ class MlflowRun:
     def __init__(
         self, tracking_uri: str | None, experiment_name: str, run_name: str, tags: dict[str, str]
     ) -> None:
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        experiment_id = (
-            experiment.experiment_id if experiment is not None else self.client.create_experiment(experiment_name)
-        )
+        with _store_creation_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            experiment = self.client.get_experiment_by_name(experiment_name)
+            experiment_id = (
+                experiment.experiment_id if experiment is not None else self.client.create_experiment(experiment_name)
+            )
         self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
         self.finished = False
 
