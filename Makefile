@@ -6,7 +6,7 @@ PYTHON  := $(VENV)/bin/python
 ARGS    ?=
 JOBS    ?= 2
 
-.PHONY: setup setup-dev train test test-slow test-function clean
+.PHONY: setup setup-dev train test test-slow test-function bench clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -49,5 +49,9 @@ test-slow: setup-dev
 test-function: setup
 	./run_testing.sh -t function -p $(JOBS) $(if $(FILTER),-k $(FILTER))
 
+# Our HER-SAC vs RL Zoo's SAC+HER on FetchReach-v4, seeds 0-2 (RL Zoo goes into .venv-bench, created on first use).
+bench: setup
+	$(PYTHON) experiment/benchmark.py
+
 clean:
-	rm -rf $(VENV) data outputs multirun testing mlflow.db .pytest_cache test_cmds.txt
+	rm -rf $(VENV) .venv-bench data outputs multirun testing mlflow.db .pytest_cache test_cmds.txt
