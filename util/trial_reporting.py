@@ -1,0 +1,105 @@
+"""The channel from a training to the hyperparameter sweep that started it: per-epoch reports and pruning.
+
+A sweep runs each trial in a process of its own and describes the trial there in one environment variable
+(:meth:`TrialLink.to_environ`). The entry point passes :func:`epoch_hooks` to `train`: when the variable is set,
+the hook reports the trial's intermediate value (one metric, once per epoch) to the optuna study and raises
+:class:`TrialPruned` when the study's pruner judges the trial hopeless. Without the variable the list is empty
+and training is unaffected. Going through the environment rather than in-process state keeps the channel
+working whichever way the trial's process is started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ENV_VAR = "IDEAS_SWEEP_TRIAL"
+
+# Pruner names users type (`hydra.sweeper.pruner`) -> optuna class names in optuna.pruners.
+PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
+
+
+class TrialPruned(Exception):
+    """Raised by the epoch hook to stop a trial that the sweep's pruner judged hopeless."""
+
+
+def make_pruner(name: str, kwargs: Mapping[str, Any]) -> Any:
+    """The optuna pruner for a name of :data:`PRUNERS` and its constructor arguments (optuna imported here)."""
+    import optuna
+
+    return getattr(optuna.pruners, PRUNERS[name])(**kwargs)
+
+
+@dataclass(frozen=True)
+class TrialLink:
+    """Everything a trial's process needs to report to its study.
+
+    :param storage: optuna storage URL of the study.
+    :param study_name: The study's name.
+    :param trial_id: optuna's storage-wide trial id (not the per-study trial number).
+    :param metric: The per-epoch metric reported as intermediate value, e.g. `test/success_rate`.
+    :param pruner: A key of :data:`PRUNERS`; the same pruner the sweep created the study with.
+    :param pruner_kwargs: Constructor arguments of that pruner.
+    :param report: False for the 2nd and later seeds of a trial: only the first seed's curve is reported.
+    """
+
+    storage: str
+    study_name: str
+    trial_id: int
+    metric: str
+    pruner: str
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
+    report: bool = True
+
+    def to_environ(self) -> dict[str, str]:
+        """The environment entry that :meth:`from_environ` reads back."""
+        return {ENV_VAR: json.dumps(asdict(self))}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> TrialLink | None:
+        """The link the sweep set for this process, or None outside a sweep."""
+        text = environ.get(ENV_VAR)
+        return cls(**json.loads(text)) if text else None
+
+
+class TrialReporter:
+    """Epoch hook of one trial: reports `metric` at step = epoch and raises :class:`TrialPruned` when told to.
+
+    Non-finite values are not reported (a NaN curve must not make the median of the other trials NaN).
+    """
+
+    def __init__(self, link: TrialLink) -> None:
+        self.link = link
+        self._trial: Any = None
+
+    def _optuna_trial(self) -> Any:
+        if self._trial is None:
+            import optuna
+
+            study = optuna.load_study(
+                study_name=self.link.study_name,
+                storage=self.link.storage,
+                pruner=make_pruner(self.link.pruner, self.link.pruner_kwargs),
+            )
+            self._trial = optuna.Trial(study, self.link.trial_id)
+        return self._trial
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Report this epoch's value and stop the trial if the pruner says so."""
+        value = metrics.get(self.link.metric)
+        if not self.link.report or value is None or not math.isfinite(value):
+            return
+        trial = self._optuna_trial()
+        trial.report(float(value), step=epoch)
+        if trial.should_prune():
+            raise TrialPruned(f"pruned after epoch {epoch} at {self.link.metric}={value:.3f}")
+
+
+def epoch_hooks(environ: Mapping[str, str] = os.environ) -> list[Callable[[int, dict[str, float]], None]]:
+    """Hooks for `train(..., epoch_hooks=...)`: a :class:`TrialReporter` inside a sweep's trial, else none."""
+    link = TrialLink.from_environ(environ)
+    return [TrialReporter(link)] if link is not None else []
