@@ -19,6 +19,7 @@ from util.callbacks import EpisodeStatsCallback, ProgressBar
 from util.checkpoint import save_checkpoint
 from util.evaluation import evaluate
 from util.mlflow_logger import MlflowMetricsWriter, MlflowRun
+from util.video import TestEpisodeRecorder
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class EpochLoop:
     """Runs epochs of `eval_after_n_steps` env steps on a model, each followed by `n_test_rollouts` tests.
 
     After each epoch: contract metrics to MLflow (step = env steps), optional hooks (a sweep reports there),
-    a checkpoint every `save_model_freq` epochs, and the early-stop test on `early_stop_data_column`.
+    a checkpoint every `save_model_freq` epochs, the early-stop test on `early_stop_data_column`, and with a
+    recorder a test-episode video every `render_freq` epochs and after the last.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class EpochLoop:
         run_dir: Path,
         state: LoopState,
         epoch_hooks: list[EpochHook] | None = None,
+        recorder: TestEpisodeRecorder | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -88,6 +91,7 @@ class EpochLoop:
         self.run_dir = run_dir
         self.state = state
         self.epoch_hooks = epoch_hooks or []
+        self.recorder = recorder
         self.episode_stats = EpisodeStatsCallback()
         self.sb3_writer = MlflowMetricsWriter()
         model.set_logger(Logger(folder=None, output_formats=[self.sb3_writer]))
@@ -145,6 +149,11 @@ class EpochLoop:
         )
         column = self.state.history.get(cfg.early_stop_data_column, [])
         self.state.early_stopped = early_stop_reached(column, cfg.early_stop_threshold, cfg.early_stop_last_n)
+        last_epoch = self.state.early_stopped or self.state.epoch >= cfg.n_epochs
+        if self.recorder is not None and self.recorder.due(self.state.epoch, last_epoch):
+            videos = self.recorder.record(self.model, self.train_env, self.model.num_timesteps, self.run_dir / "videos")
+            for path in videos:
+                self.run.log_artifact(path, "videos")
         if cfg.save_model_freq > 0 and self.state.epoch % cfg.save_model_freq == 0:
             self.checkpoint()
         for hook in self.epoch_hooks:

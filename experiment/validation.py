@@ -6,6 +6,7 @@ import torch
 from omegaconf import DictConfig
 
 from util.errors import ConfigError
+from util.video import check_render_test
 
 RENDER_MODES = ("none", "record", "display")
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,5 +44,4 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg.early_stop_data_column, "early_stop_data_column", EARLY_STOP_COLUMNS)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but torch sees no GPU", ["auto", "cpu"])
-    if cfg.render_test != "none":
-        raise ConfigError("render_test", "video recording is not available yet in this version", ["none"])
+    check_render_test(cfg.render_test)
