@@ -1,0 +1,330 @@
+"""Plot learning curves from an MLflow store, or a hyperparameter sweep from an Optuna study.
+
+    python experiment/plot.py --tracking-uri sqlite:///mlflow.db --out curves.png --group-by algorithm.model_class
+    python experiment/plot.py --out curves.png --env FetchReach-v4 --param n_epochs=6 --statistic iqm --x wall
+    python experiment/plot.py --storage sqlite:///sweeps.db --study my_sweep --out sweep.png
+
+Curves: every run that matches the filters (all runs in the store without filters) is grouped by the values of
+`--group-by` keys (config params such as `algorithm.model_class`, or tags such as `algorithm`); each group is
+drawn as the mean or interquartile mean (IQM) across its runs with a bootstrap 95% confidence band. A run that
+stopped early holds its last value up to the end of its group's longest run. Both PNG and PDF are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from scipy.stats import trim_mean  # noqa: E402
+
+X_AXES = {"steps": "env steps", "wall": "wall time [s]"}
+WALL_METRIC = "time/wall_seconds"
+STATISTICS = ("mean", "iqm")
+MAX_GRID_POINTS = 200
+
+
+@dataclass
+class RunCurve:
+    """One run's metric against the x axis, and the group it belongs to."""
+
+    run_id: str
+    group: str
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass
+class GroupCurve:
+    """A group's aggregate curve: `center` (mean or IQM over runs) and its bootstrap 95% band `low`..`high`."""
+
+    label: str
+    n_runs: int
+    x: np.ndarray
+    center: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+@dataclass
+class SweepData:
+    """An Optuna study's finished trials: objective per trial, the best so far, and every param's values."""
+
+    study_name: str
+    direction: str
+    numbers: np.ndarray
+    values: np.ndarray
+    best_so_far: np.ndarray
+    params: dict[str, list[object]]
+    log_scale: dict[str, bool]
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def mlflow_filter(
+    env: str | None = None,
+    algorithm: str | None = None,
+    tags: Sequence[tuple[str, str]] = (),
+    params: Sequence[tuple[str, str]] = (),
+) -> str:
+    """An MLflow search filter string for runs with these tags and params (empty string: every run)."""
+    clauses = []
+    tag_pairs = [*([("env", env)] if env else []), *([("algorithm", algorithm)] if algorithm else []), *tags]
+    clauses += [f"tags.`{key}` = {_quote(value)}" for key, value in tag_pairs]
+    clauses += [f"params.`{key}` = {_quote(value)}" for key, value in params]
+    return " and ".join(clauses)
+
+
+def load_run_curves(
+    tracking_uri: str | None,
+    metric: str,
+    x_axis: str,
+    group_by: Sequence[str],
+    experiments: Sequence[str] = (),
+    filter_string: str = "",
+) -> list[RunCurve]:
+    """Read `metric` of every matching run (in `experiments`, or all) with the group key from params or tags.
+
+    `x_axis` is `steps` (the metric's step, env steps) or `wall` (the run's `time/wall_seconds` at that step).
+    Runs without the metric are left out.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if experiments:
+        found = [client.get_experiment_by_name(name) for name in experiments]
+        missing = [name for name, experiment in zip(experiments, found) if experiment is None]
+        if missing:
+            raise SystemExit(f"error: no MLflow experiment named {', '.join(missing)} in {tracking_uri}")
+        experiment_ids = [experiment.experiment_id for experiment in found if experiment is not None]
+    else:
+        experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
+    curves = []
+    page_token = None
+    while experiment_ids:
+        runs = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=page_token)
+        for run in runs:
+            points = _last_value_per_step(client.get_metric_history(run.info.run_id, metric))
+            if not points:
+                continue
+            steps = np.array(sorted(points))
+            y = np.array([points[step] for step in steps])
+            if x_axis == "wall":
+                wall = _last_value_per_step(client.get_metric_history(run.info.run_id, WALL_METRIC))
+                keep = np.array([step in wall for step in steps], dtype=bool)
+                x = np.array([wall[step] for step in steps[keep]])
+                y = y[keep]
+            else:
+                x = steps.astype(float)
+            if len(x):
+                group = " / ".join(run.data.params.get(key, run.data.tags.get(key, "(none)")) for key in group_by)
+                curves.append(RunCurve(run.info.run_id, group, x, y))
+        page_token = runs.token
+        if not page_token:
+            break
+    return curves
+
+
+def _last_value_per_step(history: Sequence) -> dict[int, float]:
+    """step -> value; a step logged twice (a resumed run) keeps its later value."""
+    points: dict[int, float] = {}
+    for metric in sorted(history, key=lambda m: m.timestamp):
+        points[int(metric.step)] = float(metric.value)
+    return points
+
+
+def _statistic(values: np.ndarray, statistic: str, axis: int) -> np.ndarray:
+    if statistic == "iqm":  # mean of the middle 50 % (Agarwal et al. 2021, "... the Statistical Precipice")
+        return np.asarray(trim_mean(values, 0.25, axis=axis))
+    return values.mean(axis=axis)
+
+
+def aggregate_curves(
+    curves: Sequence[RunCurve], statistic: str = "mean", n_bootstrap: int = 2000, seed: int = 0
+) -> list[GroupCurve]:
+    """Aggregate run curves per group on a shared x grid, with percentile-bootstrap 95% bands over runs.
+
+    The grid is the union of the group's x values (or MAX_GRID_POINTS evenly spaced points if that is longer).
+    Each run is interpolated linearly inside its own x range, is missing before its first point, and holds its
+    last value after its last point (runs that stopped early stay where they ended). At each grid point, runs
+    are resampled with replacement `n_bootstrap` times; the band is the 2.5th to 97.5th percentile of the
+    statistic over the resamples. Groups are returned sorted by label.
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    groups: dict[str, list[RunCurve]] = {}
+    for curve in curves:
+        groups.setdefault(curve.group, []).append(curve)
+    result = []
+    for label in sorted(groups):
+        members = groups[label]
+        grid = np.unique(np.concatenate([curve.x for curve in members]))
+        if len(grid) > MAX_GRID_POINTS:
+            grid = np.linspace(grid[0], grid[-1], MAX_GRID_POINTS)
+        table = np.full((len(members), len(grid)), np.nan)
+        for row, curve in enumerate(members):
+            started = grid >= curve.x[0]
+            table[row, started] = np.interp(grid[started], curve.x, curve.y)
+        rng = np.random.default_rng(seed)
+        center, low, high = (np.empty(len(grid)) for _ in range(3))
+        for column in range(len(grid)):
+            values = table[~np.isnan(table[:, column]), column]
+            center[column] = _statistic(values, statistic, axis=0)
+            resamples = values[rng.integers(0, len(values), size=(n_bootstrap, len(values)))]
+            low[column], high[column] = np.percentile(_statistic(resamples, statistic, axis=1), [2.5, 97.5])
+        result.append(GroupCurve(label, len(members), grid, center, low, high))
+    return result
+
+
+def draw_curves(groups: Sequence[GroupCurve], metric: str, x_axis: str, statistic: str, out: Path) -> Figure:
+    """Draw each group's curve and band into one axes; write `out` as PNG and PDF; return the figure."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for group in groups:
+        (line,) = axes.plot(group.x, group.center, label=f"{group.label} (n={group.n_runs})")
+        axes.fill_between(group.x, group.low, group.high, color=line.get_color(), alpha=0.25, linewidth=0)
+    axes.set_xlabel(X_AXES[x_axis])
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric}: {'IQM' if statistic == 'iqm' else 'mean'} over runs, bootstrap 95% CI")
+    axes.grid(alpha=0.3)
+    if groups:
+        axes.legend()
+    figure.tight_layout()
+    _save(figure, out)
+    return figure
+
+
+def _save(figure: Figure, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".png", ".pdf"):
+        figure.savefig(out.with_suffix(suffix), dpi=150)
+
+
+def load_sweep(storage: str, study_name: str) -> SweepData:
+    """Read an Optuna study's completed trials (single objective)."""
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    values = np.array([trial.value for trial in trials], dtype=float)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
+    names = sorted({name for trial in trials for name in trial.params})
+    params = {name: [trial.params.get(name) for trial in trials] for name in names}
+    log_scale = {
+        name: any(
+            isinstance(trial.distributions.get(name), (FloatDistribution, IntDistribution))
+            and trial.distributions[name].log
+            for trial in trials
+        )
+        for name in names
+    }
+    return SweepData(
+        study_name,
+        "maximize" if maximize else "minimize",
+        np.array([trial.number for trial in trials]),
+        values,
+        best,
+        params,
+        log_scale,
+    )
+
+
+def draw_sweep(sweep: SweepData, out: Path) -> Figure:
+    """Objective per trial with the best so far, then one panel per param against the objective."""
+    n_panels = 1 + len(sweep.params)
+    columns = min(n_panels, 3)
+    rows = math.ceil(n_panels / columns)
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    panels = list(axes_grid.flat)
+    first = panels[0]
+    first.scatter(sweep.numbers, sweep.values, s=18, label="trial")
+    first.step(sweep.numbers, sweep.best_so_far, where="post", color="C3", label=f"best so far ({sweep.direction})")
+    first.set_xlabel("trial")
+    first.set_ylabel("objective")
+    first.set_title(f"study {sweep.study_name}: {len(sweep.values)} trials")
+    first.legend(fontsize="small")
+    for axes, (name, param_values) in zip(panels[1:], sweep.params.items()):
+        present = [(value, objective) for value, objective in zip(param_values, sweep.values) if value is not None]
+        xs = [value if isinstance(value, (int, float)) else str(value) for value, _ in present]
+        axes.scatter(xs, [objective for _, objective in present], s=18)
+        if sweep.log_scale[name]:
+            axes.set_xscale("log")
+        axes.set_xlabel(name)
+        axes.set_ylabel("objective")
+    for axes in panels[n_panels:]:
+        axes.set_visible(False)
+    figure.tight_layout()
+    _save(figure, out)
+    return figure
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="output file; .png and .pdf are both written")
+    source = parser.add_argument_group("learning curves from MLflow")
+    source.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLflow's ./mlflow.db)")
+    source.add_argument("--metric", default="test/success_rate")
+    source.add_argument("--x", choices=sorted(X_AXES), default="steps", help="env steps or wall time")
+    source.add_argument("--group-by", default="algorithm", help="comma-separated param or tag keys")
+    source.add_argument("--statistic", choices=STATISTICS, default="mean", help="across runs of a group")
+    source.add_argument("--experiment", action="append", default=[], help="MLflow experiment (repeatable)")
+    source.add_argument("--env", help="only runs with this env tag")
+    source.add_argument("--algorithm", help="only runs with this algorithm tag")
+    source.add_argument("--tag", type=_key_value, action="append", default=[], help="KEY=VALUE (repeatable)")
+    source.add_argument("--param", type=_key_value, action="append", default=[], help="KEY=VALUE (repeatable)")
+    sweep = parser.add_argument_group("a sweep from Optuna")
+    sweep.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///sweeps.db")
+    sweep.add_argument("--study", help="study name (with --storage)")
+    args = parser.parse_args(argv)
+    if (args.storage is None) != (args.study is None):
+        parser.error("--storage and --study go together")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.study is not None:
+        sweep = load_sweep(args.storage, args.study)
+        if not len(sweep.values):
+            print(f"error: study {args.study} has no completed trial", file=sys.stderr)
+            return 2
+        draw_sweep(sweep, args.out)
+    else:
+        group_by = [key.strip() for key in args.group_by.split(",") if key.strip()]
+        filter_string = mlflow_filter(args.env, args.algorithm, args.tag, args.param)
+        curves = load_run_curves(args.tracking_uri, args.metric, args.x, group_by, args.experiment, filter_string)
+        if not curves:
+            print(f"error: no run with metric {args.metric} matches", file=sys.stderr)
+            return 2
+        groups = aggregate_curves(curves, args.statistic)
+        draw_curves(groups, args.metric, args.x, args.statistic, args.out)
+        for group in groups:
+            print(f"{group.label}: {group.n_runs} runs, final {args.statistic} {group.center[-1]:.3f} "
+                  f"[{group.low[-1]:.3f}, {group.high[-1]:.3f}]")
+    print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.pdf')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

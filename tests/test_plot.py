@@ -1,0 +1,137 @@
+"""experiment/plot.py: groups, curves and bootstrap bands drawn from an MLflow store, and the sweep plot.
+
+The store holds synthetic runs written with MlflowClient (2 model classes x 3 seeds, 5 epochs each), so the
+expected curves are known exactly and the test takes seconds instead of minutes of training.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from matplotlib.collections import PolyCollection
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from experiment.plot import (
+    RunCurve,
+    aggregate_curves,
+    draw_curves,
+    draw_sweep,
+    load_run_curves,
+    load_sweep,
+    main,
+    mlflow_filter,
+)
+
+STEPS = np.array([1000, 2000, 3000, 4000, 5000])
+# model class -> seed -> success rate per epoch. td3's seeds agree exactly, so its band has no width.
+CURVES = {
+    "sac": {0: [0.0, 0.2, 0.6, 0.9, 1.0], 1: [0.1, 0.5, 0.8, 1.0, 1.0], 2: [0.0, 0.1, 0.3, 0.7, 0.9]},
+    "td3": {seed: [0.0, 0.1, 0.2, 0.4, 0.5] for seed in range(3)},
+}
+
+
+def _write_run(client: MlflowClient, experiment_id: str, model_class: str, seed: int, values: list[float]) -> None:
+    tags = {"env": "FetchReach-v4", "algorithm": "her"}
+    run_id = client.create_run(experiment_id, tags=tags, run_name=f"{model_class}-{seed}").info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric("test/success_rate", value, now, int(step)) for step, value in zip(STEPS, values)]
+    metrics += [Metric("time/wall_seconds", 10.0 * (i + 1) + seed, now, int(step)) for i, step in enumerate(STEPS)]
+    params = [Param("algorithm.model_class", model_class), Param("seed", str(seed))]
+    client.log_batch(run_id, metrics=metrics, params=params, tags=[RunTag("run_dir", f"/tmp/{model_class}{seed}")])
+    client.set_terminated(run_id)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh MLflow store with the CURVES runs in experiment FetchReach-v4 and one unrelated run elsewhere."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('plot') / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("FetchReach-v4")
+    for model_class, seeds in CURVES.items():
+        for seed, values in seeds.items():
+            _write_run(client, experiment_id, model_class, seed, values)
+    other = client.create_experiment("BitFlipping-v0")
+    run_id = client.create_run(other, tags={"env": "BitFlipping-v0", "algorithm": "her"}).info.run_id
+    client.log_batch(
+        run_id,
+        metrics=[Metric("test/success_rate", 0.5, 0, 100)],
+        params=[Param("algorithm.model_class", "dqn")],
+    )
+    return uri
+
+
+def test_plotted_groups_lines_and_bands_match_the_runs(store: str, tmp_path: Path) -> None:
+    curves = load_run_curves(store, "test/success_rate", "steps", ["algorithm.model_class"], ["FetchReach-v4"])
+    assert sorted(c.group for c in curves) == ["sac"] * 3 + ["td3"] * 3
+    figure = draw_curves(aggregate_curves(curves), "test/success_rate", "steps", "mean", tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000 and (tmp_path / "curves.pdf").exists()
+    axes = figure.axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert sorted(lines) == ["sac (n=3)", "td3 (n=3)"]
+    bands = [c for c in axes.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    for (label, line), band in zip(lines.items(), bands):
+        seeds = np.array(list(CURVES[label.split()[0]].values()))
+        np.testing.assert_allclose(line.get_xdata(), STEPS)
+        np.testing.assert_allclose(line.get_ydata(), seeds.mean(axis=0))
+        # With 3 runs, 1/27 of the resamples repeat the lowest run (more than 2.5 %), so the 95% band of
+        # the mean reaches exactly from the lowest to the highest run at every step.
+        vertices = band.get_paths()[0].vertices
+        for step, low, high in zip(STEPS, seeds.min(axis=0), seeds.max(axis=0)):
+            at_step = vertices[np.isclose(vertices[:, 0], step), 1]
+            assert at_step.min() == pytest.approx(low) and at_step.max() == pytest.approx(high)
+
+
+def test_iqm_with_four_runs_ignores_the_outer_quartiles() -> None:
+    x = np.array([1.0, 2.0])
+    runs = [RunCurve(str(i), "g", x, np.array([v, v])) for i, v in enumerate([0.0, 0.4, 0.6, 10.0])]
+    (group,) = aggregate_curves(runs, "iqm")
+    np.testing.assert_allclose(group.center, [0.5, 0.5])
+    assert np.all(group.low <= group.center) and np.all(group.center <= group.high)
+
+
+def test_early_stopped_run_holds_its_last_value_and_late_start_is_missing() -> None:
+    short = RunCurve("a", "g", np.array([1.0, 2.0]), np.array([0.2, 1.0]))
+    late = RunCurve("b", "g", np.array([2.0, 3.0]), np.array([0.0, 0.5]))
+    (group,) = aggregate_curves([short, late])
+    np.testing.assert_allclose(group.x, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(group.center, [0.2, 0.5, 0.75])
+
+
+def test_cli_without_filters_plots_every_run_and_filters_select(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "all.png"
+    assert main(["--tracking-uri", store, "--out", str(out), "--group-by", "algorithm.model_class"]) == 0
+    assert out.exists() and out.with_suffix(".pdf").exists()
+    every = load_run_curves(store, "test/success_rate", "steps", ["algorithm.model_class"])
+    assert sorted({c.group for c in every}) == ["dqn", "sac", "td3"]
+    only_sac = mlflow_filter(env="FetchReach-v4", params=[("algorithm.model_class", "sac")])
+    curves = load_run_curves(store, "test/success_rate", "wall", ["algorithm", "algorithm.model_class"], [], only_sac)
+    assert {c.group for c in curves} == {"her / sac"} and len(curves) == 3
+    assert sorted(c.x[0] for c in curves) == [10.0, 11.0, 12.0]  # wall seconds of the first epoch per seed
+
+
+def test_sweep_plot_has_the_trials_and_one_panel_per_param(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(
+        lambda t: -abs(np.log10(t.suggest_float("lr", 1e-4, 1e-2, log=True)) + 3) + t.suggest_int("k", 2, 8) / 10,
+        n_trials=8,
+    )
+    sweep = load_sweep(storage, "s")
+    assert list(sweep.numbers) == list(range(8)) and sweep.log_scale == {"k": False, "lr": True}
+    np.testing.assert_allclose(sweep.best_so_far, np.maximum.accumulate(sweep.values))
+    figure = draw_sweep(sweep, tmp_path / "direct.png")
+    panels = [axes for axes in figure.axes if axes.get_visible()]
+    assert [axes.get_xlabel() for axes in panels] == ["trial", "k", "lr"]
+    np.testing.assert_allclose(panels[0].collections[0].get_offsets()[:, 1], sweep.values)
+    np.testing.assert_allclose(panels[2].collections[0].get_offsets()[:, 0], sweep.params["lr"])
+    assert panels[2].get_xscale() == "log"
+    assert main(["--storage", storage, "--study", "s", "--out", str(tmp_path / "sweep.png")]) == 0
+    assert (tmp_path / "sweep.png").exists() and (tmp_path / "sweep.pdf").exists()
