@@ -29,11 +29,13 @@ from experiment.cli import check_command_line, register_resolvers
 from experiment.epoch_loop import EpochHook, EpochLoop, LoopState, sweep_score
 from experiment.validation import validate_config
 from interface.algorithms import AlgorithmSpec, get_algorithm
-from interface.envs import make_vec_env, resolve_env_id
+from interface.envs import make_env, make_vec_env, resolve_env_id
 from util.checkpoint import Checkpoint, find_checkpoint
+from util.comet_logger import MirroredRun
 from util.errors import ConfigError
 from util.mlflow_logger import MlflowRun
 from util.run_info import flatten, git_short_hash
+from util.video import FRAME_SIZE, GYM_RENDER_MODES, TestEpisodeRecorder, select_gl_backend
 
 log = logging.getLogger("experiment.train")
 
@@ -56,13 +58,17 @@ def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochH
     torch.set_num_threads(cfg.torch_threads)
     set_random_seed(cfg.seed)
     train_env, eval_env = _make_envs(cfg, env_id, checkpoint)
+    recorder = None
     try:
+        recorder = _make_recorder(cfg, env_id)
         model = _make_model(cfg, spec, train_env, checkpoint)
         run_dir = _prepare_run_dir(cfg, run_dir)
-        return _train_in_run_dir(cfg, model, train_env, eval_env, run_dir, checkpoint, epoch_hooks)
+        return _train_in_run_dir(cfg, model, train_env, eval_env, run_dir, checkpoint, epoch_hooks, recorder)
     finally:
         train_env.close()
         eval_env.close()
+        if recorder is not None:
+            recorder.close()
 
 
 def _checkpoint_to_restore(cfg: DictConfig) -> Checkpoint | None:
@@ -85,6 +91,21 @@ def _make_envs(cfg: DictConfig, env_id: str, checkpoint: Checkpoint | None) -> t
         assert isinstance(eval_env, VecNormalize)
         eval_env.training = False
     return train_env, eval_env
+
+
+def _make_recorder(cfg: DictConfig, env_id: str) -> TestEpisodeRecorder | None:
+    """The test-episode recorder `render_test` asks for, on an env of its own (seed + 20000), or None."""
+    if cfg.render_test == "none":
+        return None
+    select_gl_backend(cfg.render_test)
+    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
+    render_mode = GYM_RENDER_MODES[cfg.render_test]
+    try:
+        sized = {**FRAME_SIZE, **env_kwargs} if cfg.render_test == "record" else env_kwargs  # type: ignore[dict-item]
+        env = make_env(env_id, sized, render_mode)  # type: ignore[arg-type]
+    except ConfigError:  # envs without width/height arguments render at their own size
+        env = make_env(env_id, env_kwargs, render_mode)  # type: ignore[arg-type]
+    return TestEpisodeRecorder(env, cfg.render_test, cfg.render_freq, cfg.seed + 20_000)
 
 
 def _make_model(cfg: DictConfig, spec: AlgorithmSpec, env: VecEnv, checkpoint: Checkpoint | None) -> Any:
@@ -155,6 +176,7 @@ def _train_in_run_dir(
     run_dir: Path,
     checkpoint: Checkpoint | None,
     epoch_hooks: list[EpochHook] | None,
+    recorder: TestEpisodeRecorder | None,
 ) -> float:
     tags = {
         "env": str(cfg.env),
@@ -164,10 +186,10 @@ def _train_in_run_dir(
     }
     if checkpoint is not None:
         tags["restored_from"] = str(Path(cfg.restore_from).resolve())
-    run = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, run_dir.name, tags)
+    run = MirroredRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, run_dir.name, tags, cfg.comet.mode, run_dir)
     state = LoopState.from_json(checkpoint.state) if checkpoint is not None else LoopState()
     state.early_stopped = False
-    loop = EpochLoop(cfg, model, train_env, eval_env, run, run_dir, state, epoch_hooks)
+    loop = EpochLoop(cfg, model, train_env, eval_env, run, run_dir, state, epoch_hooks, recorder)
     with _log_file(run_dir), _sigterm_as_interrupt():
         try:
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
