@@ -135,6 +135,7 @@ def _nothing_to_attach(model: BaseAlgorithm, env: VecEnv) -> None:
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "her": AlgorithmSpec("her", _her_model_class, _build_her, _attach_her),
+    "hac": __import__("interface.hac", fromlist=["HAC_SPEC"]).HAC_SPEC,
     **{
         name: AlgorithmSpec(name, (lambda cfg, name=name: name), _build_plain(name), _nothing_to_attach)
         for name in ("sac", "td3", "ddpg", "dqn", "ppo")

@@ -1,0 +1,21 @@
+"""Hierarchical Actor-Critic (Levy et al., ICLR 2019) on SB3 off-policy learners."""
+
+from ideas_baselines.hac.hierarchical_actor_critic import (
+    LAYER_LEARNERS,
+    HacSettings,
+    HierarchicalActorCritic,
+    LayerStats,
+    QTargetClamp,
+    build_layer_learner,
+)
+from ideas_baselines.hac.subgoal_testing_buffer import SubgoalTestingBuffer
+
+__all__ = [
+    "LAYER_LEARNERS",
+    "HacSettings",
+    "HierarchicalActorCritic",
+    "LayerStats",
+    "QTargetClamp",
+    "SubgoalTestingBuffer",
+    "build_layer_learner",
+]

@@ -1,0 +1,581 @@
+"""Hierarchical Actor-Critic: a stack of SB3 off-policy learners, each setting subgoals for the one below."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import zipfile
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import DDPG, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
+
+from ideas_baselines.hac.subgoal_testing_buffer import SubgoalTestingBuffer
+
+LAYER_LEARNERS: dict[str, type[OffPolicyAlgorithm]] = {"SAC": SAC, "TD3": TD3, "DDPG": DDPG}
+
+Observation = dict[str, np.ndarray]
+
+
+@dataclass
+class HacSettings:
+    """The hierarchy's own settings (the learners carry theirs).
+
+    :param time_scales: H of every layer, lowest layer first: how many actions a layer takes per sub-episode.
+    :param subgoal_low: Lower bound of the subgoal (achieved-goal) space.
+    :param subgoal_high: Upper bound of the subgoal space.
+    :param subgoal_test_perc: lambda, the probability that a proposed subgoal is tested (layers below greedy).
+    :param end_on_success: End the env episode (reset) as soon as the env's goal is reached during training.
+    :param bound_q: Clamp each layer's target Q-values to [-H, 0] (the paper bounds its critics' output).
+    :param seed: Seed of subgoal testing and warm-up actions.
+    """
+
+    time_scales: list[int]
+    subgoal_low: list[float]
+    subgoal_high: list[float]
+    subgoal_test_perc: float = 0.3
+    end_on_success: bool = False
+    bound_q: bool = True
+    seed: int = 0
+
+
+@dataclass
+class LayerStats:
+    """Counts over one layer's sub-episodes since the last :meth:`HierarchicalActorCritic.epoch_metrics`."""
+
+    sub_episodes: int = 0
+    reached: int = 0
+    tested: int = 0
+    penalised: int = 0
+
+
+@dataclass
+class _Rollout:
+    """What the nested layers share while one top-layer run unfolds in the env."""
+
+    obs: Observation
+    goals: list[np.ndarray]
+    training: bool
+    stats: list[LayerStats]
+    env_done: bool = False
+
+
+class QTargetClamp(th.nn.Module):
+    """Clamps a target critic's output to [-bound, 0]: the Q-value range of -1/0 rewards over `bound` steps."""
+
+    def __init__(self, bound: float) -> None:
+        super().__init__()
+        self.bound = bound
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        """x clamped to [-bound, 0]."""
+        return th.clamp(x, -self.bound, 0.0)
+
+
+class _LayerLogger(Logger):
+    """Forwards one layer learner's `train/<name>` records to the shared logger as `train/layer{i}/<name>`."""
+
+    def __init__(self, parent: Logger, layer: int) -> None:
+        super().__init__(folder=None, output_formats=[])
+        self.parent = parent
+        self.layer = layer
+
+    def _rename(self, key: str) -> str:
+        section, _, name = key.partition("/")
+        return f"{section}/layer{self.layer}/{name}" if name else f"layer{self.layer}/{key}"
+
+    def record(self, key: str, value: Any, exclude: str | tuple[str, ...] | None = None) -> None:
+        """Record under the layer's name in the shared logger."""
+        self.parent.record(self._rename(key), value, exclude)
+
+    def record_mean(self, key: str, value: float | None, exclude: str | tuple[str, ...] | None = None) -> None:
+        """Record a running mean under the layer's name in the shared logger."""
+        self.parent.record_mean(self._rename(key), value, exclude)
+
+
+class HierarchicalActorCritic:
+    """Hierarchical Actor-Critic (Levy, Konidaris, Platt, Saenko, ICLR 2019, https://arxiv.org/abs/1712.00948).
+
+    Layer i (0 = lowest) is one SB3 off-policy learner. The top layer pursues the env's desired goal; every
+    higher layer's action is a subgoal (a point of the achieved-goal space) for the layer below, which acts
+    for at most H attempts or until a goal at its level or above is reached, by the env's own success test
+    (`compute_reward == 0`); layer 0 acts in the env. Each layer stores, per action:
+
+    - a hindsight-action transition: a missed subgoal is replaced by the goal actually achieved;
+    - hindsight-goal transitions: HER inside the layer's sub-episode (:class:`SubgoalTestingBuffer`);
+    - a subgoal-testing transition: with probability lambda the layers below act greedily; a tested subgoal
+      that is missed after the layer below used all its H attempts earns reward -H and is terminal.
+
+    Transitions whose goal is reached are terminal. With ``bound_q`` the target critics' values are clamped to
+    [-H, 0], so Q targets stay in the range -1/0 rewards allow (for SAC before its entropy term). With one layer (H = episode length) this is flat HER.
+
+    The API follows SB3 where the epoch loop relies on it: :meth:`learn` with callbacks that see ``dones`` and
+    ``infos`` every env step, :meth:`predict`, :meth:`save` / :meth:`load`, :meth:`save_replay_buffer` /
+    :meth:`load_replay_buffer`, ``num_timesteps`` (env steps) and :meth:`set_logger`. Only one env is supported.
+    With a ``VecNormalize`` env the hierarchy works on raw observations and normalises each layer's input.
+
+    :param env: The (possibly normalised) vectorised goal env with one env.
+    :param learners: One learner per layer, lowest first; each has a :class:`SubgoalTestingBuffer`, the env's
+        observation space and, above layer 0, a Box action space with the subgoal bounds.
+    :param settings: The hierarchy's settings.
+    :param num_timesteps: Env steps taken so far (when resuming a saved hierarchy).
+    """
+
+    def __init__(
+        self, env: VecEnv, learners: list[OffPolicyAlgorithm], settings: HacSettings, num_timesteps: int = 0
+    ) -> None:
+        if env.num_envs != 1:
+            raise ValueError(f"HierarchicalActorCritic runs one env, got {env.num_envs}")
+        if len(learners) != len(settings.time_scales):
+            raise ValueError("one learner per time scale is needed")
+        self.env = env
+        self.learners = learners
+        self.settings = settings
+        self.num_timesteps = num_timesteps
+        self._vec_normalize = unwrap_vec_normalize(env)
+        unwrapped = env.get_attr("unwrapped", indices=[0])[0]
+        self._compute_reward: Callable[..., Any] = unwrapped.compute_reward
+        self._rng = np.random.default_rng(settings.seed)
+        self.train_stats = [LayerStats() for _ in learners]
+        self.test_stats = [LayerStats() for _ in learners]
+        self._logger = Logger(folder=None, output_formats=[])
+        for index, learner in enumerate(learners):
+            learner.action_space.seed(settings.seed + index)
+            learner._vec_normalize_env = self._vec_normalize
+            self._attach_goal_functions(learner.replay_buffer)
+            if settings.bound_q:
+                _bound_q_targets(learner, settings.time_scales[index])
+        self.set_logger(self._logger)
+        # The running training episode: its generator, the action it asked for, and the episode's return.
+        self._episode: Generator[np.ndarray, None, bool] | None = None
+        self._rollout: _Rollout | None = None
+        self._pending_action: np.ndarray | None = None
+        self._episode_return = 0.0
+        self._episode_length = 0
+        # Greedy control of another env through predict().
+        self._test_episode: Generator[np.ndarray, None, bool] | None = None
+        self._test_rollout: _Rollout | None = None
+        self._test_goal: np.ndarray | None = None
+        self._test_steps = 0
+
+    @property
+    def n_layers(self) -> int:
+        """Number of layers."""
+        return len(self.learners)
+
+    @property
+    def replay_buffer(self) -> list[SubgoalTestingBuffer]:
+        """Every layer's buffer, lowest layer first."""
+        return [learner.replay_buffer for learner in self.learners]  # type: ignore[misc]
+
+    @property
+    def logger(self) -> Logger:
+        """The shared logger every layer records into."""
+        return self._logger
+
+    def set_logger(self, logger: Logger) -> None:
+        """Log into `logger`; layer i's SB3 values arrive as `train/layer{i}/<SB3 name>`."""
+        self._logger = logger
+        for index, learner in enumerate(self.learners):
+            learner.set_logger(_LayerLogger(logger, index))
+
+    def get_env(self) -> VecEnv:
+        """The training env (SB3 callbacks read it)."""
+        return self.env
+
+    # ------------------------------------------------------------------ training
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: BaseCallback | list[BaseCallback] | None = None,
+        log_interval: int = 4,
+        reset_num_timesteps: bool = True,
+    ) -> HierarchicalActorCritic:
+        """Take `total_timesteps` env steps, storing each layer's transitions and training every layer.
+
+        :param total_timesteps: Env steps (layer-0 actions) to take in this call.
+        :param callback: SB3 callback(s); ``locals`` holds ``dones``, ``infos``, ``rewards`` and ``actions``.
+        :param log_interval: Dump the logger every this many finished env episodes (and at the end).
+        :param reset_num_timesteps: Start counting from 0 and from a fresh env episode; otherwise continue the
+            running episode.
+        """
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self._episode = None
+        callbacks = callback if isinstance(callback, BaseCallback) else CallbackList(list(callback or []))
+        callbacks.init_callback(self)  # type: ignore[arg-type]
+        callbacks.on_training_start(locals(), globals())
+        callbacks.on_rollout_start()
+        end = self.num_timesteps + total_timesteps
+        finished_episodes = 0
+        while self.num_timesteps < end:
+            if self._episode is None:
+                self._start_episode(self._current_raw(self.env.reset()), new_env_episode=True)
+            dones, infos, rewards, actions = self._env_step()
+            self.num_timesteps += 1
+            callbacks.update_locals({"dones": dones, "infos": infos, "rewards": rewards, "actions": actions})
+            if not callbacks.on_step():
+                break
+            self._train_layers()
+            if dones[0]:
+                finished_episodes += 1
+                if finished_episodes % log_interval == 0:
+                    self.logger.dump(step=self.num_timesteps)
+        self.logger.dump(step=self.num_timesteps)
+        callbacks.on_rollout_end()
+        callbacks.on_training_end()
+        return self
+
+    def _start_episode(self, raw_obs: Observation, new_env_episode: bool) -> None:
+        """Begin a top-layer run from `raw_obs` (a new env episode, or the same one after the top layer's H)."""
+        if new_env_episode:
+            self._episode_return, self._episode_length = 0.0, 0
+        self._rollout = self._new_rollout(raw_obs, training=True, stats=self.train_stats)
+        self._episode = self._run_layer(self.n_layers - 1, self._rollout, testing=False)
+        self._pending_action = next(self._episode)
+
+    def _env_step(self) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray, np.ndarray]:
+        """Execute the pending action, let the layers store what happened and pick the next action."""
+        assert self._episode is not None and self._rollout is not None and self._pending_action is not None
+        actions = self._pending_action[None]
+        obs, rewards, dones, infos = self.env.step(actions)
+        self._episode_return += float(rewards[0])
+        self._episode_length += 1
+        if dones[0]:
+            next_raw = self._raw_single(infos[0]["terminal_observation"])
+        else:
+            next_raw = self._current_raw(obs)
+            if self.settings.end_on_success and bool(np.asarray(infos[0].get("is_success", False)).item()):
+                # Monitor only reports episodes the env ends itself: report this one the same way.
+                episode = {"r": self._episode_return, "l": self._episode_length}
+                infos = [{**infos[0], "episode": episode, "terminal_observation": {k: v[0] for k, v in obs.items()}}]
+                dones = np.ones(1, dtype=bool)
+                obs = self.env.reset()
+        self._rollout.obs = next_raw
+        self._rollout.env_done = bool(dones[0])
+        try:
+            self._pending_action = self._episode.send(None)
+        except StopIteration:
+            self._start_episode(self._current_raw(obs), new_env_episode=bool(dones[0]))
+        return dones, infos, rewards, actions
+
+    def _train_layers(self) -> None:
+        for learner in self.learners:
+            buffer: SubgoalTestingBuffer = learner.replay_buffer  # type: ignore[assignment]
+            if (
+                self.num_timesteps >= learner.learning_starts
+                and self.num_timesteps % learner.train_freq.frequency == 0
+                and buffer.n_complete_transitions() > 0
+                and learner.gradient_steps > 0
+            ):
+                learner.train(gradient_steps=learner.gradient_steps, batch_size=learner.batch_size)
+
+    # ------------------------------------------------------------------ the nested layers
+
+    def _new_rollout(self, raw_obs: Observation, training: bool, stats: list[LayerStats]) -> _Rollout:
+        goals = [raw_obs["desired_goal"].copy() for _ in range(self.n_layers)]
+        return _Rollout(obs=raw_obs, goals=goals, training=training, stats=stats)
+
+    def _run_layer(self, index: int, rollout: _Rollout, testing: bool) -> Generator[np.ndarray, None, bool]:
+        """One sub-episode of layer `index` towards `rollout.goals[index]`, as a generator of env actions.
+
+        After each yielded env action the caller updates `rollout.obs` and `rollout.env_done`, then resumes.
+        Returns whether the layer maxed out: used all H attempts without reaching its goal.
+        """
+        time_scale = self.settings.time_scales[index]
+        goal = rollout.goals[index]
+        stats = rollout.stats[index]
+        reached = False
+        for attempt in range(time_scale):
+            layer_obs = _with_goal(rollout.obs, goal)
+            action = self._choose_action(index, layer_obs, explore=rollout.training and not testing)
+            if index == 0:
+                yield action
+            else:
+                test_below = testing or (rollout.training and self._rng.random() < self.settings.subgoal_test_perc)
+                rollout.goals[index - 1] = action
+                below_maxed_out = yield from self._run_layer(index - 1, rollout, test_below)
+            next_layer_obs = _with_goal(rollout.obs, goal)
+            achieved = rollout.obs["achieved_goal"]
+            reached = self._reached(achieved, goal)
+            higher_reached = any(self._reached(achieved, g) for g in rollout.goals[index + 1 :])
+            ends = reached or higher_reached or rollout.env_done or attempt == time_scale - 1
+            if rollout.training:
+                stored_action = action
+                if index > 0:
+                    hit = self._reached(achieved, action)
+                    stored_action = action if hit else achieved
+                    penalised = test_below and not hit and below_maxed_out
+                    if test_below:
+                        rollout.stats[index - 1].tested += 1
+                        rollout.stats[index - 1].penalised += int(penalised)
+                    if penalised:
+                        self._buffer(index).add_penalty(
+                            _batch(layer_obs), _batch(next_layer_obs), self._scaled(index, action), -float(time_scale)
+                        )
+                self._store(index, layer_obs, stored_action, next_layer_obs, reached, ends)
+            if ends:
+                break
+        stats.sub_episodes += 1
+        stats.reached += int(reached)
+        return attempt == time_scale - 1 and not reached
+
+    def _store(
+        self, index: int, obs: Observation, action: np.ndarray, next_obs: Observation, reached: bool, ends: bool
+    ) -> None:
+        reward = np.asarray([self._compute_reward(next_obs["achieved_goal"], next_obs["desired_goal"], {})])
+        self._buffer(index).add(
+            _batch(obs),
+            _batch(next_obs),
+            self._scaled(index, action),
+            reward.astype(np.float32),
+            np.asarray([ends]),
+            [{"TimeLimit.truncated": ends and not reached}],
+        )
+
+    def _choose_action(self, index: int, layer_obs: Observation, explore: bool) -> np.ndarray:
+        """Layer `index`'s action for a raw observation: warm-up uniform, policy sample plus noise, or greedy."""
+        learner = self.learners[index]
+        if explore and self.num_timesteps < learner.learning_starts:
+            return np.asarray(learner.action_space.sample())
+        action, _ = learner.predict(self._normalize(_batch(layer_obs)), deterministic=not explore)
+        if explore and learner.action_noise is not None:
+            noisy = np.clip(learner.policy.scale_action(action) + learner.action_noise(), -1.0, 1.0)
+            action = learner.policy.unscale_action(noisy)
+        return np.asarray(action[0])
+
+    def _scaled(self, index: int, action: np.ndarray) -> np.ndarray:
+        """An action as SB3 buffers store it: scaled to [-1, 1] (a hindsight action may need clipping)."""
+        scaled = self.learners[index].policy.scale_action(np.asarray(action, dtype=np.float32)[None])
+        return np.clip(scaled, -1.0, 1.0)
+
+    def _buffer(self, index: int) -> SubgoalTestingBuffer:
+        return self.learners[index].replay_buffer  # type: ignore[return-value]
+
+    def _reached(self, achieved: np.ndarray, goal: np.ndarray) -> bool:
+        return bool(np.asarray(self._compute_reward(achieved, goal, {})) == 0)
+
+    def _success(self, achieved: np.ndarray, goal: np.ndarray, info: Any) -> np.ndarray:
+        """The env's success test on a batch: its reward is 0 exactly when the goal is reached."""
+        return np.asarray(self._compute_reward(achieved, goal, info)) == 0
+
+    def _attach_goal_functions(self, buffer: Any) -> None:
+        if not isinstance(buffer, SubgoalTestingBuffer):
+            raise TypeError("every HAC layer needs a SubgoalTestingBuffer")
+        buffer.attach_goal_functions(self._compute_reward, self._success)
+
+    # ------------------------------------------------------------------ observations
+
+    def _raw(self, obs: Observation) -> Observation:
+        """The first env's raw observation from a batched, possibly normalised one."""
+        if self._vec_normalize is not None:
+            obs = self._vec_normalize.unnormalize_obs(obs)  # type: ignore[assignment]
+        return {key: np.asarray(value[0]) for key, value in obs.items()}
+
+    def _raw_single(self, obs: Observation) -> Observation:
+        return self._raw({key: np.asarray(value)[None] for key, value in obs.items()})
+
+    def _current_raw(self, obs: Observation) -> Observation:
+        """The raw current observation of the training env (exact, without an unnormalise round trip)."""
+        if self._vec_normalize is not None:
+            obs = self._vec_normalize.get_original_obs()  # type: ignore[assignment]
+            return {key: np.asarray(value[0]) for key, value in obs.items()}
+        return self._raw(obs)
+
+    def _normalize(self, obs: Observation) -> Observation:
+        if self._vec_normalize is None:
+            return obs
+        return self._vec_normalize.normalize_obs(obs)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ acting
+
+    def predict(
+        self,
+        observation: Observation,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, None]:
+        """The env action for one env's observation, as the env returned it (normalised if it normalises).
+
+        The hierarchy's subgoals persist between calls, like a recurrent policy's state. A new episode starts
+        when `episode_start[0]` is true or, without `episode_start` (SB3's evaluation does not pass it), when
+        the desired goal changes or the env's step limit (the product of the time scales) was used up.
+        Every layer acts greedily when `deterministic`; nothing is stored or trained. `state` is unused.
+        For `test_layer{i}/success_rate`, sub-episodes still running when an episode ends are judged on the
+        last observation predict() saw, one step before the end.
+        """
+        raw = self._raw(observation)
+        if episode_start is not None:
+            new_episode = bool(episode_start[0])
+        else:
+            new_episode = (
+                self._test_goal is None
+                or not np.array_equal(raw["desired_goal"], self._test_goal)
+                or self._test_steps >= int(np.prod(self.settings.time_scales))
+            )
+        if new_episode or self._test_episode is None or self._test_rollout is None:
+            self._end_test_run()
+            self._test_goal = raw["desired_goal"].copy()
+            self._test_steps = 0
+            action = self._start_test_run(raw, deterministic)
+        else:
+            self._test_rollout.obs = raw
+            try:
+                action = self._test_episode.send(None)
+            except StopIteration:
+                action = self._start_test_run(raw, deterministic)
+        self._test_steps += 1
+        return action[None], None
+
+    def _end_test_run(self) -> None:
+        """Close the running sub-episodes; predict() never sees the final observation, so they are judged on
+        the last one it saw."""
+        if self._test_episode is not None and self._test_rollout is not None:
+            self._test_rollout.env_done = True
+            with contextlib.suppress(StopIteration):
+                self._test_episode.send(None)
+        self._test_episode = None
+
+    def _start_test_run(self, raw_obs: Observation, deterministic: bool) -> np.ndarray:
+        self._test_rollout = self._new_rollout(raw_obs, training=False, stats=self.test_stats)
+        self._test_episode = self._run_layer(self.n_layers - 1, self._test_rollout, testing=deterministic)
+        return next(self._test_episode)
+
+    def current_subgoals(self) -> list[np.ndarray]:
+        """The goal of every layer in the episode predict() is controlling, lowest first (for rendering)."""
+        return [] if self._test_rollout is None else [goal.copy() for goal in self._test_rollout.goals]
+
+    # ------------------------------------------------------------------ metrics
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Per-layer metrics since the last call, then the counts restart.
+
+        `train_layer{i}/subgoal_success_rate`: fraction of layer i's training sub-episodes that reached their
+        goal; `train_layer{i}/subgoal_test_penalty_rate`: fraction of layer i's tested sub-episodes that missed
+        (each a -H penalty for layer i+1); `train_layer{i}/q_mean`: mean Q of a sampled batch;
+        `test_layer{i}/success_rate`: as the first, over predict()'s sub-episodes. Rates without any sub-episode
+        are left out.
+        """
+        metrics: dict[str, float] = {}
+        for index, (train, test) in enumerate(zip(self.train_stats, self.test_stats)):
+            if train.sub_episodes:
+                metrics[f"train_layer{index}/subgoal_success_rate"] = train.reached / train.sub_episodes
+            if train.tested:
+                metrics[f"train_layer{index}/subgoal_test_penalty_rate"] = train.penalised / train.tested
+            if test.sub_episodes:
+                metrics[f"test_layer{index}/success_rate"] = test.reached / test.sub_episodes
+            q_mean = self._q_mean(index)
+            if q_mean is not None:
+                metrics[f"train_layer{index}/q_mean"] = q_mean
+        self.train_stats = [LayerStats() for _ in self.learners]
+        self.test_stats = [LayerStats() for _ in self.learners]
+        if self._rollout is not None:
+            self._rollout.stats = self.train_stats
+        if self._test_rollout is not None:
+            self._test_rollout.stats = self.test_stats
+        return metrics
+
+    def _q_mean(self, index: int, batch_size: int = 256) -> float | None:
+        learner = self.learners[index]
+        buffer = self._buffer(index)
+        if buffer.n_complete_transitions() == 0:
+            return None
+        batch = buffer.sample(batch_size, env=self._vec_normalize)
+        with th.no_grad():
+            q_values = learner.critic(batch.observations, batch.actions)  # type: ignore[attr-defined]
+        return float(q_values[0].mean())
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> None:
+        """Save every layer's learner (without buffers) and the hierarchy's settings to one zip file."""
+        with zipfile.ZipFile(path, "w") as archive:
+            meta = {
+                "settings": asdict(self.settings),
+                "learners": [type(learner).__name__ for learner in self.learners],
+                "num_timesteps": self.num_timesteps,
+            }
+            archive.writestr("hac.json", json.dumps(meta, indent=1))
+            for index, learner in enumerate(self.learners):
+                data = io.BytesIO()
+                learner.save(data)
+                archive.writestr(f"layer{index}.zip", data.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path, env: VecEnv, device: str = "auto") -> HierarchicalActorCritic:
+        """Load a hierarchy saved by :meth:`save` and bind it to `env` (buffers start empty)."""
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("hac.json"))
+            learners = [
+                LAYER_LEARNERS[name].load(io.BytesIO(archive.read(f"layer{index}.zip")), device=device)
+                for index, name in enumerate(meta["learners"])
+            ]
+        return cls(env, learners, HacSettings(**meta["settings"]), num_timesteps=meta["num_timesteps"])
+
+    def save_replay_buffer(self, path: str | Path) -> None:
+        """Pickle every layer's buffer (with its penalties) into one file."""
+        save_to_pkl(path, self.replay_buffer)
+
+    def load_replay_buffer(self, path: str | Path) -> None:
+        """Restore buffers saved by :meth:`save_replay_buffer`; unfinished sub-episodes are dropped."""
+        buffers = load_from_pkl(path)
+        for learner, buffer in zip(self.learners, buffers, strict=True):
+            self._attach_goal_functions(buffer)
+            buffer.truncate_last_trajectory()
+            learner.replay_buffer = buffer
+
+
+def build_layer_learner(
+    learner_class: type[OffPolicyAlgorithm],
+    observation_space: spaces.Dict,
+    action_space: spaces.Box,
+    kwargs: dict[str, Any],
+    seed: int,
+    device: str,
+) -> OffPolicyAlgorithm:
+    """An SB3 learner for one layer, built from spaces alone (HAC, not the learner, talks to the env).
+
+    `kwargs` are the learner's constructor arguments; its buffer is always a :class:`SubgoalTestingBuffer`
+    configured by `kwargs["replay_buffer_kwargs"]` (`n_sampled_goal`, `goal_selection_strategy`).
+    """
+    if issubclass(learner_class, SAC) and kwargs.get("target_entropy", "auto") == "auto":
+        # SAC reads its default, -dim(A), from an env; these learners have none.
+        kwargs = {**kwargs, "target_entropy": -float(np.prod(action_space.shape))}
+    learner: BaseAlgorithm = learner_class(
+        env=None, seed=seed, device=device, replay_buffer_class=SubgoalTestingBuffer, _init_setup_model=False, **kwargs
+    )
+    learner.observation_space = observation_space
+    learner.action_space = action_space
+    learner.n_envs = 1
+    learner._setup_model()
+    return learner  # type: ignore[return-value]
+
+
+def _bound_q_targets(learner: OffPolicyAlgorithm, bound: float) -> None:
+    """Clamp the target critic's Q-values to [-bound, 0]; the online critic keeps its gradients everywhere."""
+    for q_network in learner.critic_target.q_networks:  # type: ignore[attr-defined]
+        if not isinstance(q_network[-1], QTargetClamp):
+            q_network.append(QTargetClamp(bound))
+
+
+def _with_goal(obs: Observation, goal: np.ndarray) -> Observation:
+    return {"observation": obs["observation"], "achieved_goal": obs["achieved_goal"], "desired_goal": goal}
+
+
+def _batch(obs: Observation) -> Observation:
+    return {key: np.asarray(value)[None] for key, value in obs.items()}
+

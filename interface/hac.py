@@ -1,0 +1,184 @@
+"""`algorithm=hac`: turns conf/algorithm/hac.yaml into a HierarchicalActorCritic for a goal env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3 import DDPG, SAC, TD3
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.vec_env import VecEnv
+
+from ideas_baselines.hac import HacSettings, HierarchicalActorCritic, build_layer_learner
+from ideas_baselines.her import GOAL_SELECTION_STRATEGIES
+from interface.envs import check_goal_env
+from util.errors import ConfigError
+
+LAYER_LEARNERS = {"sac": SAC, "td3": TD3, "ddpg": DDPG}
+LAYER_CLASSES = tuple(LAYER_LEARNERS)
+
+
+def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) -> HierarchicalActorCritic:
+    """A fresh hierarchy for `env` from the `algorithm` config; ConfigError names the first bad key."""
+    check_goal_env(env, "env", "algorithm=hac")
+    classes = _layer_classes(algorithm_cfg)
+    time_scales = _time_scales(algorithm_cfg, len(classes), _max_episode_steps(env))
+    per_layer = _per_layer(algorithm_cfg, len(classes))
+    low, high = _subgoal_bounds(algorithm_cfg, env)
+    buffer_kwargs = _buffer_kwargs(algorithm_cfg)
+    test_perc = algorithm_cfg.get("subgoal_test_perc")
+    if isinstance(test_perc, bool) or not isinstance(test_perc, (int, float)) or not 0.0 <= test_perc <= 1.0:
+        raise ConfigError("algorithm.subgoal_test_perc", f"must be a probability in [0, 1], got {test_perc!r}")
+    assert isinstance(env.observation_space, spaces.Dict)
+    subgoal_space = spaces.Box(low, high, dtype=np.float32)
+    learners = []
+    # The config lists layers top first; the hierarchy counts from the lowest layer.
+    for index, name in enumerate(reversed(classes)):
+        action_space = env.action_space if index == 0 else subgoal_space
+        if not isinstance(action_space, spaces.Box):
+            raise ConfigError("algorithm.layer_classes", f"the env needs a Box action space, has {action_space}")
+        kwargs = _layer_kwargs(algorithm_cfg, name, per_layer[len(classes) - 1 - index], action_space)
+        kwargs["replay_buffer_kwargs"] = buffer_kwargs
+        try:
+            learner = build_layer_learner(LAYER_LEARNERS[name], env.observation_space, action_space, kwargs, seed + index, device)
+        except TypeError as error:
+            raise ConfigError("algorithm.learner", f"{name} rejected its settings: {error}") from None
+        learners.append(learner)
+    settings = HacSettings(
+        time_scales=list(reversed(time_scales)),
+        subgoal_low=low.tolist(),
+        subgoal_high=high.tolist(),
+        subgoal_test_perc=float(test_perc),
+        end_on_success=bool(algorithm_cfg.get("end_on_success", False)),
+        bound_q=bool(algorithm_cfg.get("bound_q", True)),
+        seed=seed,
+    )
+    return HierarchicalActorCritic(env, learners, settings)
+
+
+def _layer_classes(algorithm_cfg: DictConfig) -> list[str]:
+    classes = algorithm_cfg.get("layer_classes")
+    if not OmegaConf.is_list(classes) or len(classes) == 0:
+        raise ConfigError("algorithm.layer_classes", f"must be a non-empty list, top layer first, got {classes!r}", LAYER_CLASSES)
+    for name in classes:
+        if name not in LAYER_CLASSES:
+            raise ConfigError("algorithm.layer_classes", f"unknown layer class {name!r}", LAYER_CLASSES)
+    return [str(name) for name in classes]
+
+
+def _max_episode_steps(env: VecEnv) -> int | None:
+    spec = env.get_attr("spec", indices=[0])[0]
+    return None if spec is None else spec.max_episode_steps
+
+
+def _time_scales(algorithm_cfg: DictConfig, n_layers: int, max_steps: int | None) -> list[int]:
+    """The configured time scales (top first) with a -1 filled so their product is the episode length."""
+    key = "algorithm.time_scales"
+    scales = algorithm_cfg.get("time_scales")
+    if not OmegaConf.is_list(scales) or len(scales) != n_layers:
+        raise ConfigError(key, f"needs one entry per algorithm.layer_classes entry ({n_layers}), got {scales!r}")
+    if any(isinstance(h, bool) or not isinstance(h, int) or (h < 1 and h != -1) for h in scales):
+        raise ConfigError(key, f"entries must be integers >= 1 or -1 (fill from the episode length), got {list(scales)}")
+    scales = [int(h) for h in scales]
+    if scales.count(-1) > 1:
+        raise ConfigError(key, f"at most one entry may be -1, got {scales}")
+    if -1 in scales:
+        known = int(np.prod([h for h in scales if h != -1]))
+        if max_steps is None or max_steps % known != 0:
+            raise ConfigError(key, f"cannot fill -1: the env's max episode steps ({max_steps}) is not a multiple of {known}")
+        scales[scales.index(-1)] = max_steps // known
+    return scales
+
+
+def _per_layer(algorithm_cfg: DictConfig, n_layers: int) -> list[dict[str, Any]]:
+    per_layer = algorithm_cfg.get("per_layer") or []
+    if len(per_layer) not in (0, n_layers):
+        raise ConfigError("algorithm.per_layer", f"needs 0 or {n_layers} entries (top layer first), got {len(per_layer)}")
+    return [OmegaConf.to_container(entry, resolve=True) or {} for entry in per_layer] or [{} for _ in range(n_layers)]  # type: ignore[misc]
+
+
+def _buffer_kwargs(algorithm_cfg: DictConfig) -> dict[str, Any]:
+    strategy = algorithm_cfg.get("goal_selection_strategy")
+    if strategy not in GOAL_SELECTION_STRATEGIES:
+        raise ConfigError("algorithm.goal_selection_strategy", f"unknown value {strategy!r}", GOAL_SELECTION_STRATEGIES)
+    n_sampled_goal = algorithm_cfg.get("n_sampled_goal")
+    if isinstance(n_sampled_goal, bool) or not isinstance(n_sampled_goal, int) or n_sampled_goal < 0:
+        raise ConfigError("algorithm.n_sampled_goal", f"must be an integer >= 0, got {n_sampled_goal!r}")
+    return {"n_sampled_goal": n_sampled_goal, "goal_selection_strategy": strategy}
+
+
+def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray, np.ndarray]:
+    """Subgoal bounds: configured, else the goal space's if finite, else a Fetch env's target range."""
+    key = "algorithm.subgoal_bounds"
+    goal_space = env.observation_space["desired_goal"]  # type: ignore[index]
+    configured = algorithm_cfg.get("subgoal_bounds")
+    if configured is not None:
+        bounds = np.asarray(OmegaConf.to_container(configured), dtype=np.float32)
+        if bounds.shape != (2, *goal_space.shape) or np.any(bounds[0] >= bounds[1]):
+            raise ConfigError(key, f"must be [[low...], [high...]] with low < high, {goal_space.shape} each, got {configured!r}")
+        return bounds[0], bounds[1]
+    if goal_space.is_bounded():
+        return goal_space.low.astype(np.float32), goal_space.high.astype(np.float32)
+    unwrapped = env.get_attr("unwrapped", indices=[0])[0]
+    if hasattr(unwrapped, "initial_gripper_xpos") and hasattr(unwrapped, "target_range"):
+        center = np.asarray(unwrapped.initial_gripper_xpos[:3]) + np.asarray(getattr(unwrapped, "target_offset", 0.0))
+        half = float(unwrapped.target_range)
+        return (center - half).astype(np.float32), (center + half).astype(np.float32)
+    raise ConfigError(key, "the env's goal space is unbounded; give [[low...], [high...]]")
+
+
+def _layer_kwargs(algorithm_cfg: DictConfig, name: str, overrides: dict[str, Any], action_space: spaces.Box) -> dict[str, Any]:
+    """Constructor kwargs of one layer: `learner`, then `per_model_class[name]`, then the layer's `per_layer` entry."""
+    per_class = algorithm_cfg.get("per_model_class") or {}
+    layers = [algorithm_cfg.get("learner"), per_class.get(name)]
+    merged = OmegaConf.merge(*(OmegaConf.to_container(part, resolve=True) for part in layers if part), overrides)
+    kwargs: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
+    noise_std = kwargs.pop("action_noise_std", None)
+    if noise_std:
+        n_actions = int(np.prod(action_space.shape))
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(n_actions), noise_std * np.ones(n_actions))
+    if kwargs.get("policy", "auto") == "auto":
+        kwargs["policy"] = "MultiInputPolicy"
+    return kwargs
+
+
+@dataclass(frozen=True)
+class HacSpec:
+    """The registry entry of `algorithm=hac`, with the interface of interface.algorithms.AlgorithmSpec.
+
+    A separate class rather than a subclass, because the registry imports this module and a subclass would
+    make the two modules import each other. It builds and loads whole hierarchies rather than one SB3 learner.
+    """
+
+    name: str = "hac"
+
+    def learner_name(self, algorithm_cfg: DictConfig) -> str:
+        """The config's learner: the hierarchy itself."""
+        return self.name
+
+    def build(self, algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) -> HierarchicalActorCritic:
+        """See :func:`build_hac`."""
+        return build_hac(algorithm_cfg, env, seed, device)
+
+    def after_load(self, model: HierarchicalActorCritic, env: VecEnv) -> None:
+        """Nothing: HierarchicalActorCritic.load re-attaches the env's goal functions itself."""
+
+    def learner_class(self, algorithm_cfg: DictConfig) -> type[HierarchicalActorCritic]:
+        """HAC is its own model class."""
+        return HierarchicalActorCritic
+
+    def load(
+        self, algorithm_cfg: DictConfig, path: Path, env: VecEnv, device: str, replay_buffer: Path | None = None
+    ) -> HierarchicalActorCritic:
+        """Load a saved hierarchy and, if saved, its layers' buffers; the running episode is dropped."""
+        model = HierarchicalActorCritic.load(path, env, device)
+        if replay_buffer is not None and replay_buffer.exists():
+            model.load_replay_buffer(replay_buffer)
+        return model
+
+
+HAC_SPEC = HacSpec()

@@ -1,0 +1,250 @@
+"""Hierarchical Actor-Critic: the exact transitions of a scripted episode, persistence, config errors, a smoke run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from experiment.train import train
+from ideas_baselines.hac import HierarchicalActorCritic
+from interface.algorithms import get_algorithm
+from interface.envs import make_vec_env
+from interface.hac import build_hac
+from tests.conftest import TINY
+from util.errors import ConfigError
+
+CHAIN_ID = "HacTestChain-v0"
+
+
+class ChainEnv(gym.Env):
+    """A 1-D chain of cells 0..9 for hand-checkable HAC episodes.
+
+    Action: Box(-1, 1, (1,)), moves round(a) cells (clipped to the chain). Observation: Dict with
+    `observation`, `achieved_goal` (both the current cell) and `desired_goal` (cell `goal`). Reward: 0 on the goal cell, else -1 (`compute_reward` is vectorised). Start: cell 0.
+    Never terminates; the registration truncates after 6 steps.
+    """
+
+    size = 10
+
+    def __init__(self, goal: float = 3.0) -> None:
+        cell = gym.spaces.Box(0.0, self.size - 1.0, (1,), dtype=np.float32)
+        self.observation_space = gym.spaces.Dict({"observation": cell, "achieved_goal": cell, "desired_goal": cell})
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+        self.position, self.goal = 0.0, goal
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        here = np.array([self.position], dtype=np.float32)
+        return {"observation": here, "achieved_goal": here.copy(), "desired_goal": np.array([self.goal], dtype=np.float32)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.position = 0.0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self.position = float(np.clip(self.position + np.round(action[0]), 0, self.size - 1))
+        obs = self._obs()
+        reward = float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], {}))
+        return obs, reward, False, False, {"is_success": float(reward == 0.0)}
+
+    def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
+        return -(np.abs(np.asarray(achieved) - np.asarray(desired))[..., 0] > 0.5).astype(np.float32)
+
+
+if CHAIN_ID not in gym.registry:
+    gym.register(CHAIN_ID, entry_point=ChainEnv, max_episode_steps=6)
+
+
+def _hac_on_chain(make_cfg, *overrides: str, goal: float = 3.0) -> HierarchicalActorCritic:
+    cfg = make_cfg("algorithm=hac", "algorithm.time_scales=[3,-1]", *overrides)
+    env = make_vec_env(CHAIN_ID, {"goal": goal}, seed=0)
+    return build_hac(cfg.algorithm, env, seed=0, device="cpu")
+
+
+def _script(model: HierarchicalActorCritic, actions: dict[int, list[float]]) -> None:
+    """Make layer i take `actions[i]` in order, whatever its policy says."""
+    queues = {layer: list(values) for layer, values in actions.items()}
+
+    def choose(index: int, layer_obs: dict, explore: bool) -> np.ndarray:
+        return np.array([queues[index].pop(0)], dtype=np.float32)
+
+    model._choose_action = choose  # type: ignore[method-assign]
+
+
+def _stored(model: HierarchicalActorCritic, layer: int) -> list[tuple[float, float, float, float, float, bool, bool]]:
+    """Layer `layer`'s main-buffer transitions as (cell, action, next cell, goal, reward, done, truncated)."""
+    buffer = model.replay_buffer[layer]
+    actions = model.learners[layer].policy.unscale_action(buffer.actions[: buffer.pos, 0])
+    return [
+        (
+            float(buffer.observations["achieved_goal"][i, 0, 0]),
+            round(float(actions[i, 0]), 4),
+            float(buffer.next_observations["achieved_goal"][i, 0, 0]),
+            float(buffer.observations["desired_goal"][i, 0, 0]),
+            float(buffer.rewards[i, 0]),
+            bool(buffer.dones[i, 0]),
+            bool(buffer.timeouts[i, 0]),
+        )
+        for i in range(buffer.pos)
+    ]
+
+
+def test_scripted_two_layer_episode_stores_each_transition_type(make_cfg) -> None:
+    # Layer 0 has H=2, layer 1 (top) H=3 and pursues the env goal 3; every subgoal is tested.
+    model = _hac_on_chain(make_cfg, "algorithm.subgoal_test_perc=1.0", "algorithm.normalize_obs=false")
+    assert model.settings.time_scales == [2, 3]
+    _script(model, {1: [1.0, 5.0, 6.0, 9.0], 0: [1.0, 0.0, 1.0, 1.0, 1.0]})
+    model.learn(4)
+    # Subgoal 1 is hit after one step (early return); subgoal 5 is missed after both attempts (cell 2);
+    # subgoal 6 is missed, but layer 0 stops after one step because the env goal 3 is reached.
+    assert _stored(model, 1) == [
+        (0.0, 1.0, 1.0, 3.0, -1.0, False, False),
+        (1.0, 2.0, 2.0, 3.0, -1.0, False, False),  # hindsight action: the cell reached, not 5
+        (2.0, 3.0, 3.0, 3.0, 0.0, True, False),  # hindsight action 3, goal reached: terminal
+    ]
+    assert _stored(model, 0) == [
+        (0.0, 1.0, 1.0, 1.0, 0.0, True, False),
+        (1.0, 0.0, 1.0, 5.0, -1.0, False, False),
+        (1.0, 1.0, 2.0, 5.0, -1.0, True, True),  # out of attempts: sub-episode ends, not terminal
+        (2.0, 1.0, 3.0, 6.0, -1.0, True, True),  # a higher goal was reached: ends, not terminal
+    ]
+    # Only subgoal 5 earns the -H penalty: tested, missed, and layer 0 used all its attempts.
+    penalties = model.replay_buffer[1].penalties
+    assert penalties.size() == 1
+    assert float(penalties.observations["achieved_goal"][0, 0, 0]) == 1.0
+    assert float(model.learners[1].policy.unscale_action(penalties.actions[0])[0, 0]) == pytest.approx(5.0)
+    assert float(penalties.next_observations["achieved_goal"][0, 0, 0]) == 2.0
+    assert float(penalties.rewards[0, 0]) == -3.0 and bool(penalties.dones[0, 0])
+    assert model.replay_buffer[0].penalties.size() == 0
+    metrics = model.epoch_metrics()
+    assert metrics["train_layer0/subgoal_test_penalty_rate"] == pytest.approx(1 / 3)
+    assert metrics["train_layer0/subgoal_success_rate"] == pytest.approx(1 / 3)
+    assert metrics["train_layer1/subgoal_success_rate"] == 1.0
+
+
+def test_hindsight_goals_come_from_the_same_sub_episode_with_recomputed_rewards(make_cfg) -> None:
+    model = _hac_on_chain(make_cfg, "algorithm.subgoal_test_perc=0.0", "algorithm.normalize_obs=false")
+    _script(model, {1: [1.0, 5.0, 6.0, 9.0], 0: [1.0, 0.0, 1.0, 1.0, 1.0]})
+    model.learn(4)
+    assert model.replay_buffer[1].penalties.size() == 0  # nothing is tested with lambda = 0
+    np.random.seed(0)
+    batch = model.replay_buffer[1].sample_transitions(200)
+    relabelled = batch.relabelled
+    assert 0 < relabelled.sum() < 200
+    goals = batch.observations["desired_goal"][relabelled, 0]
+    achieved = batch.next_observations["achieved_goal"][relabelled, 0]
+    # "future": a goal achieved at or after the transition, inside the same sub-episode (cells 1, 2, 3).
+    assert np.all(goals >= achieved) and set(np.unique(goals)) <= {1.0, 2.0, 3.0}
+    assert np.array_equal(batch.rewards[relabelled], np.where(goals == achieved, 0.0, -1.0))
+    assert np.array_equal(batch.terminals[relabelled], (goals == achieved).astype(np.float32))
+
+
+def test_no_penalty_when_the_env_episode_ends_the_lower_layer(make_cfg) -> None:
+    # The env goal 9 is out of reach in 6 steps; every subgoal is tested.
+    model = _hac_on_chain(make_cfg, "algorithm.subgoal_test_perc=1.0", "algorithm.normalize_obs=false", goal=9.0)
+    _script(model, {1: [1.0, 9.0, 9.0, 9.0, 9.0], 0: [1.0] * 7})
+    model.learn(6)
+    # Subgoal 1 is hit; both subgoals 9 of the first top-layer run are missed after 2 attempts each (penalties);
+    # the top layer's next run starts in the same env episode and its subgoal 9 is cut by the time limit at
+    # cell 6 after one attempt: missed and tested, yet no penalty.
+    assert _stored(model, 1) == [
+        (0.0, 1.0, 1.0, 9.0, -1.0, False, False),
+        (1.0, 3.0, 3.0, 9.0, -1.0, False, False),
+        (3.0, 5.0, 5.0, 9.0, -1.0, True, True),
+        (5.0, 6.0, 6.0, 9.0, -1.0, True, True),
+    ]
+    assert model.replay_buffer[1].penalties.size() == 2
+
+
+def test_save_load_round_trip_gives_identical_actions(make_cfg, tmp_path: Path) -> None:
+    model = _hac_on_chain(
+        make_cfg, "algorithm.learner.learning_starts=10", "algorithm.learner.batch_size=16", "algorithm.learner.buffer_size=1000"
+    )
+    model.learn(60)
+    path = tmp_path / "hac.zip"
+    model.save(path)
+    model.save_replay_buffer(tmp_path / "buffers.pkl")
+    loaded = HierarchicalActorCritic.load(path, make_vec_env(CHAIN_ID, {}, seed=0), device="cpu")
+    loaded.load_replay_buffer(tmp_path / "buffers.pkl")
+    assert loaded.settings == model.settings and loaded.num_timesteps == model.num_timesteps
+    assert [b.n_complete_transitions() for b in loaded.replay_buffer] == [
+        b.n_complete_transitions() for b in model.replay_buffer
+    ]
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        cell = np.array([[float(rng.integers(0, 10))]], dtype=np.float32)
+        obs = {"observation": cell, "achieved_goal": cell.copy(), "desired_goal": np.array([[7.0]], dtype=np.float32)}
+        start = np.array([step % 6 == 0])
+        first, _ = model.predict(obs, episode_start=start, deterministic=True)
+        second, _ = loaded.predict(obs, episode_start=start, deterministic=True)
+        np.testing.assert_array_equal(first, second)
+    loaded.learn(10, reset_num_timesteps=False)  # the restored buffers train
+
+
+def test_one_layer_is_flat_her(make_cfg) -> None:
+    model = _hac_on_chain(make_cfg, "algorithm.layer_classes=[td3]", "algorithm.time_scales=[-1]")
+    assert model.n_layers == 1 and model.settings.time_scales == [6]
+    model.learn(12)
+    assert model.replay_buffer[0].n_complete_transitions() == 12
+    assert model.replay_buffer[0].penalties.size() == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["algorithm.layer_classes=[sac,dqn]"], "algorithm.layer_classes"),
+        (["algorithm.time_scales=[5,2,-1]"], "algorithm.time_scales"),
+        (["algorithm.time_scales=[4,-1]"], "algorithm.time_scales"),
+        (["algorithm.time_scales=[3,-1]", "algorithm.goal_selection_strategy=random"], "algorithm.goal_selection_strategy"),
+        (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_test_perc=1.5"], "algorithm.subgoal_test_perc"),
+    ],
+)
+def test_bad_values_name_their_key(make_cfg, overrides: list[str], key: str) -> None:
+    cfg: DictConfig = make_cfg("algorithm=hac", *overrides)
+    with pytest.raises(ConfigError, match=key) as error:
+        build_hac(cfg.algorithm, make_vec_env(CHAIN_ID, {}, seed=0), seed=0, device="cpu")
+    if "layer_classes" in key:
+        assert "sac, td3, ddpg" in str(error.value)
+
+
+def test_hac_needs_a_goal_env(make_cfg) -> None:
+    cfg = make_cfg("algorithm=hac")
+    with pytest.raises(ConfigError, match="^env: algorithm=hac needs a goal env"):
+        get_algorithm("hac").build(cfg.algorithm, make_vec_env("Pendulum-v1", {}, seed=0), 0, "cpu")
+
+
+def test_two_layer_smoke_run_on_fetch_reach_with_restore(make_cfg, tracking_uri: str, tmp_path: Path) -> None:
+    overrides = [*TINY, "algorithm=hac", "algorithm.learner.learning_starts=100", "algorithm.learner.batch_size=64"]
+    run_dir = tmp_path / "run"
+    score = train(make_cfg(*overrides), run_dir=run_dir)
+    assert 0.0 <= score <= 2.0
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, filter_string=f"tags.run_dir = '{run_dir.resolve()}'")
+    assert run.info.status == "FINISHED" and run.data.tags["algorithm"] == "hac"
+    for name in (
+        "test/success_rate",
+        "train/success_rate",
+        "train_layer0/subgoal_success_rate",
+        "train_layer1/subgoal_success_rate",
+        "train_layer0/subgoal_test_penalty_rate",
+        "train_layer0/q_mean",
+        "train_layer1/q_mean",
+        "test_layer0/success_rate",
+        "test_layer1/success_rate",
+    ):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [200, 400], name
+    for layer in (0, 1):  # SB3's loss names per layer, dumped every log_interval episodes
+        assert client.get_metric_history(run.info.run_id, f"train/layer{layer}/critic_loss")
+    assert (run_dir / "checkpoint" / "replay_buffer.pkl").exists()
+    resumed = tmp_path / "resumed"
+    train(make_cfg(*overrides, "n_epochs=3", f"restore_from={run_dir}"), run_dir=resumed)
+    (run,) = client.search_runs(experiments, filter_string=f"tags.run_dir = '{resumed.resolve()}'")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "time/total_timesteps")]
+    assert steps == [600]
