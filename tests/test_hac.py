@@ -17,6 +17,7 @@ from interface.algorithms import get_algorithm
 from interface.envs import make_vec_env
 from interface.hac import build_hac
 from tests.conftest import TINY
+from util.callbacks import EpisodeStatsCallback
 from util.errors import ConfigError
 
 CHAIN_ID = "HacTestChain-v0"
@@ -160,6 +161,15 @@ def test_no_penalty_when_the_env_episode_ends_the_lower_layer(make_cfg) -> None:
         (5.0, 6.0, 6.0, 9.0, -1.0, True, True),
     ]
     assert model.replay_buffer[1].penalties.size() == 2
+
+
+def test_end_on_success_reports_and_resets_the_episode(make_cfg) -> None:
+    model = _hac_on_chain(make_cfg, "algorithm.end_on_success=true", "algorithm.normalize_obs=false", goal=1.0)
+    _script(model, {1: [1.0, 1.0], 0: [1.0, 1.0]})
+    stats = EpisodeStatsCallback()
+    model.learn(1, callback=[stats])
+    assert stats.pop() == {"train/mean_reward": 0.0, "train/ep_length": 1.0, "train/success_rate": 1.0}
+    assert model._rollout is not None and float(model._rollout.obs["achieved_goal"][0]) == 0.0  # back at the start
 
 
 def test_save_load_round_trip_gives_identical_actions(make_cfg, tmp_path: Path) -> None:

@@ -217,7 +217,7 @@ class HierarchicalActorCritic:
             self._episode = None
         callbacks = callback if isinstance(callback, BaseCallback) else CallbackList(list(callback or []))
         callbacks.init_callback(self)  # type: ignore[arg-type]
-        callbacks.on_training_start(locals(), globals())
+        callbacks.on_training_start({"total_timesteps": total_timesteps}, {})
         callbacks.on_rollout_start()
         end = self.num_timesteps + total_timesteps
         finished_episodes = 0
