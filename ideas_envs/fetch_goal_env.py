@@ -34,8 +34,9 @@ class FetchGoalEnv(MujocoGoalEnv):
     - Start: the arm moves its grip site to ``gripper_extra_height`` above the default Fetch pose; the
       reached position is ``initial_gripper_xpos``.
 
-    Subclasses add objects, goals and observations. The scene XML must include the robot, the shared Fetch
-    assets and the two finger position actuators (see ``ideas_envs/blocks/blocks.xml``).
+    Subclasses add objects, goals and observations. The scene XML must include gymnasium-robotics'
+    ``fetch/shared.xml`` and ``fetch/robot.xml``, keep MuJoCo's default 2 ms timestep and define one position
+    actuator per finger, named like the finger joint (see ``ideas_envs/blocks/blocks.xml``).
 
     :param scene_xml: Absolute path of the scene XML.
     :param goal_markers: Marker mocap body per goal part.
@@ -107,6 +108,6 @@ class FetchGoalEnv(MujocoGoalEnv):
         finger_vel = [self._utils.get_joint_qvel(self.model, self.data, j)[0] * self.dt for j in FINGER_JOINTS]
         return np.concatenate([grip_pos, finger_pos, grip_velp, finger_vel])
 
-    def _grip_position(self) -> np.ndarray:
+    def grip_position(self) -> np.ndarray:
         """World position of the grip site (between the fingers)."""
         return self._utils.get_site_xpos(self.model, self.data, "robot0:grip").copy()

@@ -98,12 +98,12 @@ class ScriptedStacker:
         self.wait = 0
 
     def _aim(self, target: np.ndarray, fingers: float) -> np.ndarray:
-        move = np.clip((target - self.env._grip_position()) * 15.0, -1.0, 1.0)
+        move = np.clip((target - self.env.grip_position()) * 15.0, -1.0, 1.0)
         return np.array([*move, fingers])
 
     def __call__(self) -> np.ndarray:
         env = self.env
-        grip = env._grip_position()
+        grip = env.grip_position()
         goal = env.goal.reshape(-1, 3)
         safe_z = goal[: env.n_objects, 2].max(initial=0.4) + 0.08
         if self.block == env.n_objects:
@@ -164,6 +164,7 @@ def test_render_rgb_array_shows_the_scene() -> None:
 
 
 def test_her_learns_on_blocks_o0(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*TINY, "env=Blocks-o0-gripper_above-v1", "algorithm.learner.learning_starts=100", "comet.mode=off")
+    overrides = ("env=Blocks-o0-gripper_above-v1", "n_epochs=1", "algorithm.learner.learning_starts=100", "comet.mode=off")
+    cfg = make_cfg(*TINY, *overrides)
     score = train(cfg, run_dir=tmp_path / "run")
     assert math.isfinite(score)

@@ -132,7 +132,7 @@ class BlocksEnv(FetchGoalEnv, EzPickle):
     def _achieved_goal(self) -> np.ndarray:
         parts = [self._utils.get_site_xpos(self.model, self.data, block).copy() for block in self.blocks]
         if self.gripper_goal != "none":
-            parts.append(self._grip_position())
+            parts.append(self.grip_position())
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def _get_obs(self) -> dict[str, np.ndarray]:
