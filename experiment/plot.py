@@ -3,11 +3,13 @@
     python experiment/plot.py --tracking-uri sqlite:///mlflow.db --out curves.png --group-by algorithm.model_class
     python experiment/plot.py --out curves.png --env FetchReach-v4 --param n_epochs=6 --statistic iqm --x wall
     python experiment/plot.py --storage sqlite:///sweeps.db --study my_sweep --out sweep.png
+    python experiment/plot.py --video data/<run>/videos/test_step_00006000.mp4 --out frames.png
 
 Curves: every run that matches the filters (all runs in the store without filters) is grouped by the values of
 `--group-by` keys (config params such as `algorithm.model_class`, or tags such as `algorithm`); each group is
 drawn as the mean or interquartile mean (IQM) across its runs with a bootstrap 95% confidence band. A run that
-stopped early holds its last value up to the end of its group's longest run. Both PNG and PDF are written.
+stopped early holds its last value up to the end of its group's longest run. Both PNG and PDF are written
+(a frame strip of a recorded test episode only as PNG).
 """
 
 from __future__ import annotations
@@ -270,6 +272,16 @@ def draw_sweep(sweep: SweepData, out: Path) -> Figure:
     return figure
 
 
+def frame_strip(video: Path, n_frames: int) -> np.ndarray:
+    """`n_frames` evenly spaced frames of a video (first and last included), side by side in one RGB image."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(video) as reader:
+        frames = [frame for frame in reader]  # list() asks the reader for a length it reports as infinite
+    picks = np.linspace(0, len(frames) - 1, min(n_frames, len(frames))).round().astype(int)
+    return np.concatenate([frames[i] for i in picks], axis=1)
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, separator, value = text.partition("=")
     if not separator or not key:
@@ -295,6 +307,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     sweep = parser.add_argument_group("a sweep from Optuna")
     sweep.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///sweeps.db")
     sweep.add_argument("--study", help="study name (with --storage)")
+    strip = parser.add_argument_group("a frame strip of a recorded test episode")
+    strip.add_argument("--video", type=Path, help="an MP4 from a run's videos/ folder")
+    strip.add_argument("--frames", type=int, default=6, help="frames in the strip")
     args = parser.parse_args(argv)
     if (args.storage is None) != (args.study is None):
         parser.error("--storage and --study go together")
@@ -304,6 +319,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.video is not None:
+        import imageio.v2 as imageio
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        imageio.imwrite(args.out.with_suffix(".png"), frame_strip(args.video, args.frames))
+        print(f"wrote {args.out.with_suffix('.png')}")
+        return 0
     if args.study is not None:
         sweep = load_sweep(args.storage, args.study)
         if not len(sweep.values):

@@ -21,11 +21,13 @@ from experiment.plot import (
     aggregate_curves,
     draw_curves,
     draw_sweep,
+    frame_strip,
     load_run_curves,
     load_sweep,
     main,
     mlflow_filter,
 )
+from util.video import write_mp4
 
 STEPS = np.array([1000, 2000, 3000, 4000, 5000])
 # model class -> seed -> success rate per epoch. td3's seeds agree exactly, so its band has no width.
@@ -135,3 +137,14 @@ def test_sweep_plot_has_the_trials_and_one_panel_per_param(tmp_path: Path) -> No
     assert panels[2].get_xscale() == "log"
     assert main(["--storage", storage, "--study", "s", "--out", str(tmp_path / "sweep.png")]) == 0
     assert (tmp_path / "sweep.png").exists() and (tmp_path / "sweep.pdf").exists()
+
+
+def test_frame_strip_takes_evenly_spaced_frames_first_and_last_included(tmp_path: Path) -> None:
+    frames = [np.full((32, 48, 3), 10 * i, dtype=np.uint8) for i in range(11)]  # brightness = 10 x frame index
+    write_mp4(frames, tmp_path / "v.mp4", fps=10)
+    strip = frame_strip(tmp_path / "v.mp4", 3)
+    assert strip.shape == (32, 3 * 48, 3)
+    brightness = [strip[:, 48 * k : 48 * (k + 1)].mean() for k in range(3)]
+    np.testing.assert_allclose(brightness, [0, 50, 100], atol=4)  # frames 0, 5 and 10 (H.264 is lossy)
+    assert main(["--video", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "strip.png")]) == 0
+    assert (tmp_path / "strip.png").exists()
