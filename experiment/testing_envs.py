@@ -14,5 +14,8 @@ TESTING_ENVS: dict[str, str] = {
     "HandReach-v3": CONTINUOUS,
     "PointMaze_UMaze-v3": CONTINUOUS,
     "AntMaze_UMaze-v5": CONTINUOUS,
+    "Blocks-o0-gripper_above-v1": CONTINUOUS,
+    "Blocks-o1-gripper_random-v1": CONTINUOUS,
+    "Blocks-o2-gripper_none-v1": CONTINUOUS,
     "BitFlipping-v0": DISCRETE,
 }
