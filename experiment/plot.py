@@ -99,7 +99,7 @@ def load_run_curves(
     """Read `metric` of every matching run (in `experiments`, or all) with the group key from params or tags.
 
     `x_axis` is `steps` (the metric's step, env steps) or `wall` (the run's `time/wall_seconds` at that step).
-    Runs without the metric are left out.
+    Runs without the metric are left out; an unknown experiment name raises ValueError.
     """
     from mlflow.tracking import MlflowClient
 
@@ -108,7 +108,7 @@ def load_run_curves(
         found = [client.get_experiment_by_name(name) for name in experiments]
         missing = [name for name, experiment in zip(experiments, found) if experiment is None]
         if missing:
-            raise SystemExit(f"error: no MLflow experiment named {', '.join(missing)} in {tracking_uri}")
+            raise ValueError(f"no MLflow experiment named {', '.join(missing)} in {tracking_uri or './mlflow.db'}")
         experiment_ids = [experiment.experiment_id for experiment in found if experiment is not None]
     else:
         experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
@@ -335,7 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         group_by = [key.strip() for key in args.group_by.split(",") if key.strip()]
         filter_string = mlflow_filter(args.env, args.algorithm, args.tag, args.param)
-        curves = load_run_curves(args.tracking_uri, args.metric, args.x, group_by, args.experiment, filter_string)
+        try:
+            curves = load_run_curves(args.tracking_uri, args.metric, args.x, group_by, args.experiment, filter_string)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if not curves:
             print(f"error: no run with metric {args.metric} matches", file=sys.stderr)
             return 2

@@ -115,6 +115,8 @@ def test_cli_without_filters_plots_every_run_and_filters_select(store: str, tmp_
     curves = load_run_curves(store, "test/success_rate", "wall", ["algorithm", "algorithm.model_class"], [], only_sac)
     assert {c.group for c in curves} == {"her / sac"} and len(curves) == 3
     assert sorted(c.x[0] for c in curves) == [10.0, 11.0, 12.0]  # wall seconds of the first epoch per seed
+    assert main(["--tracking-uri", store, "--out", str(out), "--experiment", "NoSuchExperiment"]) == 2
+    assert main(["--tracking-uri", store, "--out", str(out), "--metric", "no/such_metric"]) == 2
 
 
 def test_sweep_plot_has_the_trials_and_one_panel_per_param(tmp_path: Path) -> None:

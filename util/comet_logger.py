@@ -2,9 +2,9 @@
 
 `comet.mode`: `auto` logs online when a Comet API key is configured (COMET_API_KEY or ~/.comet.config) and
 otherwise writes an offline archive to `<run_dir>/comet/<key>.zip` (send it later with `comet upload <zip>`);
-`online`, `offline` and `off` force a mode. Comet never fails a training run: an online experiment that cannot
-reach the server falls back to an offline archive, and any later Comet error turns the mirror off with one
-warning. The API key is only ever handed to comet_ml, never logged.
+`online`, `offline` and `off` force a mode. Comet never fails a training run: `online` without a key, or an
+online experiment that cannot reach the server (comet_ml gives up after about 35 s), falls back to an offline
+archive, and any later Comet error turns the mirror off with one warning. The API key is only ever handed to comet_ml, never logged.
 """
 
 from __future__ import annotations
