@@ -191,6 +191,7 @@ class OptunaSweep:
         self.failed = 0
         self.started = 0
         self.stop_reason: str | None = None
+        self.plots_noted = False
 
     # ----- validation (before anything is written) -----
 
@@ -547,9 +548,9 @@ class OptunaSweep:
 
     def _write_plots(self, summary: dict[str, Any]) -> None:
         if importlib.util.find_spec("plotly") is None:
-            if not getattr(self, "_plots_noted", False):
+            if not self.plots_noted:
                 log.info("no optuna plots: plotly is not installed (pip install plotly)")
-                self._plots_noted = True
+                self.plots_noted = True
             return
         from optuna import visualization
 

@@ -47,7 +47,7 @@ class SearchSpace:
                 grid[key] = list(range(distribution.low, distribution.high + 1, distribution.step))
             elif isinstance(distribution, FloatDistribution) and distribution.step is not None:
                 count = round((distribution.high - distribution.low) / distribution.step) + 1
-                grid[key] = [distribution.low + i * distribution.step for i in range(count)]
+                grid[key] = [round(distribution.low + i * distribution.step, 12) for i in range(count)]
             else:
                 raise ConfigError(f"{where}.{key}", "the grid sampler needs choice(...) or range(...)")
         return grid
@@ -94,7 +94,7 @@ def _distribution(override: Override, where: str) -> BaseDistribution:
             return IntDistribution(int(start), int(last), log=log, step=int(step))
         if log:
             raise ConfigError(where, "tag(log, ...) on a float range: use tag(log, interval(low, high))")
-        return FloatDistribution(float(start), float(last), step=float(step))
+        return FloatDistribution(float(start), round(float(last), 12), step=float(step))  # no 0.9500000000000001
     if isinstance(sweep, IntervalSweep):
         low, high = sweep.start, sweep.end
         if low is None or high is None or not low < high:

@@ -1,0 +1,241 @@
+"""The Optuna sweeper plugin: discovery, search-space parsing, pruning, and real `--multirun` sweeps.
+
+The multirun sweeps use `tests.sweeper_faults:Faulty-v0` (4-bit BitFlipping) whose `env_kwargs.fault` makes a
+trial raise, return NaN or kill its own process, with a grid over the faults so each happens exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.ideas_optuna_sweeper._impl import RESULTS_FILE, STOP_FILE
+from hydra_plugins.ideas_optuna_sweeper._search_space import parse_search_space
+from util.errors import ConfigError
+from util.trial_reporting import TrialLink, TrialPruned, epoch_hooks
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FAULTS = "ok_a,ok_b,ok_c,raise,nan_success,kill"
+
+
+def _sweep(tmp: Path, *args: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "experiment" / "train.py"),
+        "--multirun",
+        "env=tests.sweeper_faults:Faulty-v0",
+        "~search_space",
+        "algorithm.model_class=dqn",
+        "n_epochs=2",
+        "eval_after_n_steps=100",
+        "n_test_rollouts=2",
+        "algorithm.learner.learning_starts=50",
+        "progress_bar=false",
+        "comet.mode=off",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"base_logdir={tmp / 'data'}",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        "hydra.sweeper.study_name=faults",
+        *args,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
+    if not wait:
+        return subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
+
+
+def _study(tmp: Path) -> optuna.Study:
+    return optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp / 'sweep' / 'optuna.db'}")
+
+
+def test_plugin_is_discovered_without_importing_optuna() -> None:
+    code = (
+        "import sys; from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
+        "names = [p.__name__ for p in Plugins.instance().discover(Sweeper)];"
+        "print(names, 'optuna' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True).stdout
+    assert "IdeasOptunaSweeper" in out and out.strip().endswith("False")
+    assert any(p.__name__ == "IdeasOptunaSweeper" for p in Plugins.instance().discover(Sweeper))
+
+
+def test_search_space_parsing() -> None:
+    space = parse_search_space(
+        {
+            "algorithm.learner.learning_rate": "tag(log, interval(0.0001, 0.003))",
+            "algorithm.learner.batch_size": "choice(128, 256, 512)",
+            "algorithm.n_sampled_goal": "range(2, 8)",
+            "algorithm.learner.gamma": "range(0.9, 1.0, 0.05)",
+            "algorithm.learner.tau": "0.01",
+        },
+        ["+env_kwargs.n_bits=tag(int, interval(2, 6))", "env=BitFlipping-v0", "algorithm.learner.tau=0.02"],
+    )
+    assert space.distributions["algorithm.learner.learning_rate"] == FloatDistribution(0.0001, 0.003, log=True)
+    assert space.distributions["algorithm.learner.batch_size"] == CategoricalDistribution([128, 256, 512])
+    assert space.distributions["algorithm.n_sampled_goal"] == IntDistribution(2, 7)
+    assert space.distributions["env_kwargs.n_bits"] == IntDistribution(2, 6)
+    gamma = space.distributions["algorithm.learner.gamma"]
+    assert gamma == FloatDistribution(0.9, 0.95, step=0.05)
+    assert space.fixed == ["algorithm.learner.tau=0.01", "env=BitFlipping-v0", "algorithm.learner.tau=0.02"]
+    overrides = space.overrides({"env_kwargs.n_bits": 3, "algorithm.learner.batch_size": 256})
+    assert overrides[-2:] == ["+env_kwargs.n_bits=3", "algorithm.learner.batch_size=256"]
+    assert parse_search_space({"x": "choice(a, '1')"}, []).overrides({"x": "1"}) == ["x='1'"]
+    grid = parse_search_space({"k": "range(2, 8)", "g": "range(0.9, 1.0, 0.05)", "c": "choice(a, b)"}, [])
+    assert grid.grid("search_space") == {"k": [2, 3, 4, 5, 6, 7], "g": [0.9, 0.95], "c": ["a", "b"]}
+
+
+@pytest.mark.parametrize(
+    ("entries", "cli", "key"),
+    [
+        ({"a.b": "tag(log, interval(-1, 1))"}, [], "search_space.a.b"),
+        ({"a.b": "interval(2, 1)"}, [], "search_space.a.b"),
+        ({"a.b": "choice(1, 1)"}, [], "search_space.a.b"),
+        ({"a.b": "tag(fancy, choice(1, 2))"}, [], "search_space.a.b"),
+        ({"a.b": "choice((("}, [], "search_space.a.b"),
+        ({}, ["c=range(5, 1)"], "c"),
+    ],
+)
+def test_bad_search_space_entries_name_their_key(entries: dict, cli: list, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_search_space(entries, cli)
+    assert error.value.key == key
+
+
+def test_grid_needs_discrete_entries() -> None:
+    with pytest.raises(ConfigError, match="search_space.lr"):
+        parse_search_space({"lr": "interval(0.1, 0.2)"}, []).grid("search_space")
+
+
+def test_bad_search_space_exits_2_with_one_line_before_any_trial(tmp_path: Path) -> None:
+    result = _sweep(tmp_path, "algorithm.learner.learning_rate=tag(log, interval(-1, 1))")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: algorithm.learner.learning_rate: a log scale needs values > 0"
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_epoch_hooks_are_empty_outside_a_sweep() -> None:
+    assert epoch_hooks({}) == []
+
+
+def _study_with_good_curves(tmp_path: Path) -> tuple[str, optuna.Study]:
+    storage = f"sqlite:///{tmp_path / 'prune.db'}"
+    study = optuna.create_study(storage=storage, study_name="prune", direction="maximize")
+    for _ in range(3):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=1.8, intermediate_values={1: 0.6, 2: 0.9, 3: 1.0}, state=optuna.trial.TrialState.COMPLETE
+            )
+        )
+    return storage, study
+
+
+def test_a_trial_fed_a_bad_curve_is_pruned(tmp_path: Path) -> None:
+    storage, study = _study_with_good_curves(tmp_path)
+    kwargs = {"n_startup_trials": 2, "n_warmup_steps": 2}  # epoch 1 is warm-up
+    good, bad = study.ask(), study.ask()
+    for trial, curve in ((good, [0.5, 0.9, 1.0]), (bad, [0.0, 0.0, 0.0])):
+        link = TrialLink(storage, "prune", trial._trial_id, "test/success_rate", "median", kwargs)
+        (hook,) = epoch_hooks(link.to_environ())
+        hook(1, {"test/success_rate": curve[0]})  # warm-up step: never pruned
+        if trial is bad:
+            with pytest.raises(TrialPruned, match="epoch 2"):
+                hook(2, {"test/success_rate": curve[1]})
+        else:
+            for epoch, value in enumerate(curve[1:], start=2):
+                hook(epoch, {"test/success_rate": value})
+    reloaded = optuna.load_study(study_name="prune", storage=storage)
+    assert reloaded.trials[good.number].intermediate_values == {1: 0.5, 2: 0.9, 3: 1.0}
+    assert reloaded.trials[bad.number].intermediate_values == {1: 0.0, 2: 0.0}
+
+
+@pytest.fixture(scope="module")
+def fault_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One grid sweep of 6 trials, 2 at a time: 3 fine, one raising, one NaN, one killed."""
+    tmp = tmp_path_factory.mktemp("faults")
+    result = _sweep(
+        tmp,
+        f"+env_kwargs.fault=choice({FAULTS})",
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.max_failure_rate=1.0",
+    )
+    return tmp, result
+
+
+def test_sweep_survives_raise_nan_and_kill(fault_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    tmp, result = fault_sweep
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = {t.params["env_kwargs.fault"]: t for t in _study(tmp).trials}
+    assert sorted(trials) == sorted(FAULTS.split(","))
+    for name in ("ok_a", "ok_b", "ok_c"):
+        assert trials[name].state == optuna.trial.TrialState.COMPLETE and 0 <= trials[name].value <= 2
+        assert trials[name].user_attrs["env_steps"] == 200
+        assert sorted(trials[name].intermediate_values) == [1, 2]
+    for name, reason in (("raise", "failing on purpose"), ("nan_success", "nan"), ("kill", "SIGKILL")):
+        assert trials[name].state == optuna.trial.TrialState.FAIL
+        assert reason in trials[name].user_attrs["error"]
+    sweep_dir = tmp / "sweep"
+    assert (sweep_dir / STOP_FILE).exists()
+    results = OmegaConf.load(sweep_dir / RESULTS_FILE)
+    assert results.trials == {"COMPLETE": 3, "FAIL": 3} and results.best_params["env_kwargs.fault"].startswith("ok")
+    assert "workers idle" in result.stderr + result.stdout
+
+
+def test_sweep_records_nested_mlflow_runs(fault_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    tmp, _ = fault_sweep
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (sweep_run,) = [r for r in runs if r.info.run_name.startswith("sweep_")]
+    trial_runs = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep_run.info.run_id}
+    assert len(trial_runs) == 6
+    states = sorted(r.data.tags["sweep/state"] for r in trial_runs.values())
+    assert states == ["COMPLETE"] * 3 + ["FAIL"] * 3
+    trial_ids = {r.info.run_id for r in trial_runs.values()}
+    training_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in trial_ids]
+    assert len(training_runs) == 6  # the killed trial's run is closed too, none is left RUNNING
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_resumed_study_counts_its_finished_trials_and_stops_on_the_stop_file(
+    fault_sweep: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    tmp, first = fault_sweep
+    assert first.returncode == 0
+    process = _sweep(
+        tmp,
+        f"+env_kwargs.fault=choice({FAULTS})",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=0",
+        "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.max_failure_rate=1.0",
+        wait=False,
+    )
+    assert isinstance(process, subprocess.Popen) and process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "trials finished before" in line:
+            assert "6 trials finished before, up to 20 in all" in line
+            (tmp / "sweep" / STOP_FILE).unlink()
+            break
+    output = "".join(lines) + process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output[-3000:]
+    assert f"{STOP_FILE} was deleted" in output
+    trials = _study(tmp).trials
+    assert 6 <= len(trials) <= 7  # at most the one trial that may have started before the file went
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
