@@ -33,6 +33,8 @@ X_AXES = {"steps": "env steps", "wall": "wall time [s]"}
 WALL_METRIC = "time/wall_seconds"
 STATISTICS = ("mean", "iqm")
 MAX_GRID_POINTS = 200
+# Groups that reach the same values draw on top of each other; distinct markers and dashes keep each visible.
+GROUP_STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"), ("P", "--")]
 
 
 @dataclass
@@ -189,15 +191,28 @@ def aggregate_curves(
     return result
 
 
-def draw_curves(groups: Sequence[GroupCurve], metric: str, x_axis: str, statistic: str, out: Path) -> Figure:
+def draw_curves(
+    groups: Sequence[GroupCurve], metric: str, x_axis: str, statistic: str, out: Path, title: str | None = None
+) -> Figure:
     """Draw each group's curve and band into one axes; write `out` as PNG and PDF; return the figure."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for group in groups:
-        (line,) = axes.plot(group.x, group.center, label=f"{group.label} (n={group.n_runs})")
+    for index, group in enumerate(groups):
+        marker, dashes = GROUP_STYLES[index % len(GROUP_STYLES)]
+        markevery = max(1, len(group.x) // 20)
+        (line,) = axes.plot(
+            group.x,
+            group.center,
+            marker=marker,
+            linestyle=dashes,
+            markersize=5,
+            markevery=markevery,
+            label=f"{group.label} (n={group.n_runs})",
+        )
         axes.fill_between(group.x, group.low, group.high, color=line.get_color(), alpha=0.25, linewidth=0)
     axes.set_xlabel(X_AXES[x_axis])
     axes.set_ylabel(metric)
-    axes.set_title(f"{metric}: {'IQM' if statistic == 'iqm' else 'mean'} over runs, bootstrap 95% CI")
+    summary = f"{'IQM' if statistic == 'iqm' else 'mean'} over runs, bootstrap 95% CI"
+    axes.set_title(f"{title}\n{summary}" if title else f"{metric}: {summary}")
     axes.grid(alpha=0.3)
     if groups:
         axes.legend()
@@ -299,6 +314,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     source.add_argument("--x", choices=sorted(X_AXES), default="steps", help="env steps or wall time")
     source.add_argument("--group-by", default="algorithm", help="comma-separated param or tag keys")
     source.add_argument("--statistic", choices=STATISTICS, default="mean", help="across runs of a group")
+    source.add_argument("--title", help="figure title (default: the metric)")
     source.add_argument("--experiment", action="append", default=[], help="MLflow experiment (repeatable)")
     source.add_argument("--env", help="only runs with this env tag")
     source.add_argument("--algorithm", help="only runs with this algorithm tag")
@@ -344,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: no run with metric {args.metric} matches", file=sys.stderr)
             return 2
         groups = aggregate_curves(curves, args.statistic)
-        draw_curves(groups, args.metric, args.x, args.statistic, args.out)
+        draw_curves(groups, args.metric, args.x, args.statistic, args.out, args.title)
         for group in groups:
             print(f"{group.label}: {group.n_runs} runs, final {args.statistic} {group.center[-1]:.3f} "
                   f"[{group.low[-1]:.3f}, {group.high[-1]:.3f}]")
