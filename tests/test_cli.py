@@ -19,7 +19,7 @@ BAD_INPUT = [
     (["env=NoSuchEnv-v0"], "env: unknown env id 'NoSuchEnv-v0'"),
     (["env=FetchReac-v4"], "did you mean: FetchReach-v4"),
     (["env=FetchReach-v1"], "needs mujoco-py"),
-    (["algorithm=nope"], "algorithm: unknown option 'nope' (allowed: ddpg, dqn, her"),
+    (["algorithm=nope"], "algorithm: unknown option 'nope' (allowed: ddpg, dqn, hac, her, ppo, sac, td3)"),
     (["algorithm.model_class=ppo"], "algorithm.model_class: unknown value 'ppo' (allowed: sac, td3, ddpg, dqn)"),
     (["env=CartPole-v1"], "env: algorithm=her needs a goal env"),
     (["n_epochs=0"], "n_epochs: must be an integer >= 1, got 0"),

@@ -18,10 +18,13 @@ def evaluate(model: BaseAlgorithm, train_env: VecEnv, eval_env: VecEnv, n_episod
         sync_envs_normalization(train_env, eval_env)
     returns, lengths, successes = [], [], []
     observation = eval_env.reset()
+    # Learners with per-episode state (HAC's current subgoals) are told where episodes start, as in SB3.
+    episode_start = np.ones(1, dtype=bool)
     episode_return, episode_length = 0.0, 0
     while len(returns) < n_episodes:
-        action, _ = model.predict(observation, deterministic=True)
+        action, _ = model.predict(observation, episode_start=episode_start, deterministic=True)
         observation, reward, done, infos = eval_env.step(action)
+        episode_start = done
         episode_return += float(reward[0])
         episode_length += 1
         if done[0]:

@@ -149,10 +149,11 @@ class TestEpisodeRecorder:
         observation, _ = self.env.reset(seed=self.next_seed)
         self.next_seed += 1
         frames = [np.asarray(self.env.render())] if capture else []
-        done = False
+        done, episode_start = False, np.ones(1, dtype=bool)
         while not done:
             policy_input: Any = normalize(observation) if normalize is not None else observation
-            action, _ = model.predict(policy_input, deterministic=True)
+            action, _ = model.predict(policy_input, episode_start=episode_start, deterministic=True)
+            episode_start = np.zeros(1, dtype=bool)
             observation, _, terminated, truncated, _ = self.env.step(action)
             if capture:  # in display mode the env draws its window itself during step
                 frames.append(np.asarray(self.env.render()))
