@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from scipy.stats import trim_mean  # noqa: E402
 
 X_AXES = {"steps": "env steps", "wall": "wall time [s]"}
@@ -270,7 +271,7 @@ def draw_sweep(sweep: SweepData, out: Path) -> Figure:
     first.step(sweep.numbers, sweep.best_so_far, where="post", color="C3", label=f"best so far ({sweep.direction})")
     first.set_xlabel("trial")
     first.set_ylabel("objective")
-    first.set_title(f"study {sweep.study_name}: {len(sweep.values)} trials")
+    first.set_title(f"study {sweep.study_name}: {len(sweep.values)} completed trials")
     first.legend(fontsize="small")
     for axes, (name, param_values) in zip(panels[1:], sweep.params.items()):
         present = [(value, objective) for value, objective in zip(param_values, sweep.values) if value is not None]
@@ -278,6 +279,7 @@ def draw_sweep(sweep: SweepData, out: Path) -> Figure:
         axes.scatter(xs, [objective for _, objective in present], s=18)
         if sweep.log_scale[name]:
             axes.set_xscale("log")
+            axes.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
         axes.set_xlabel(name)
         axes.set_ylabel("objective")
     for axes in panels[n_panels:]:
