@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import DDPG, SAC, TD3
-from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import VecEnv
 
 from ideas_baselines.hac import HacSettings, HierarchicalActorCritic, build_layer_learner
-from ideas_baselines.her import GOAL_SELECTION_STRATEGIES
+from interface.algorithm_spec import AlgorithmSpec
 from interface.envs import check_goal_env
+from interface.learner_config import her_buffer_kwargs, learner_kwargs
 from util.errors import ConfigError
 
 LAYER_LEARNERS = {"sac": SAC, "td3": TD3, "ddpg": DDPG}
@@ -29,7 +27,7 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
     time_scales = _time_scales(algorithm_cfg, len(classes), _max_episode_steps(env))
     per_layer = _per_layer(algorithm_cfg, len(classes))
     low, high = _subgoal_bounds(algorithm_cfg, env)
-    buffer_kwargs = _buffer_kwargs(algorithm_cfg)
+    buffer_kwargs = her_buffer_kwargs(algorithm_cfg)
     test_perc = algorithm_cfg.get("subgoal_test_perc")
     if isinstance(test_perc, bool) or not isinstance(test_perc, (int, float)) or not 0.0 <= test_perc <= 1.0:
         raise ConfigError("algorithm.subgoal_test_perc", f"must be a probability in [0, 1], got {test_perc!r}")
@@ -41,7 +39,8 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
         action_space = env.action_space if index == 0 else subgoal_space
         if not isinstance(action_space, spaces.Box):
             raise ConfigError("algorithm.layer_classes", f"the env needs a Box action space, has {action_space}")
-        kwargs = _layer_kwargs(algorithm_cfg, name, per_layer[len(classes) - 1 - index], action_space)
+        overrides = per_layer[len(classes) - 1 - index]
+        kwargs = learner_kwargs(algorithm_cfg, name, action_space, env.observation_space, overrides)
         kwargs["replay_buffer_kwargs"] = buffer_kwargs
         try:
             learner = build_layer_learner(LAYER_LEARNERS[name], env.observation_space, action_space, kwargs, seed + index, device)
@@ -101,16 +100,6 @@ def _per_layer(algorithm_cfg: DictConfig, n_layers: int) -> list[dict[str, Any]]
     return [OmegaConf.to_container(entry, resolve=True) or {} for entry in per_layer] or [{} for _ in range(n_layers)]  # type: ignore[misc]
 
 
-def _buffer_kwargs(algorithm_cfg: DictConfig) -> dict[str, Any]:
-    strategy = algorithm_cfg.get("goal_selection_strategy")
-    if strategy not in GOAL_SELECTION_STRATEGIES:
-        raise ConfigError("algorithm.goal_selection_strategy", f"unknown value {strategy!r}", GOAL_SELECTION_STRATEGIES)
-    n_sampled_goal = algorithm_cfg.get("n_sampled_goal")
-    if isinstance(n_sampled_goal, bool) or not isinstance(n_sampled_goal, int) or n_sampled_goal < 0:
-        raise ConfigError("algorithm.n_sampled_goal", f"must be an integer >= 0, got {n_sampled_goal!r}")
-    return {"n_sampled_goal": n_sampled_goal, "goal_selection_strategy": strategy}
-
-
 def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray, np.ndarray]:
     """Subgoal bounds: configured, else the goal space's if finite, else a Fetch env's target range."""
     key = "algorithm.subgoal_bounds"
@@ -131,54 +120,4 @@ def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray,
     raise ConfigError(key, "the env's goal space is unbounded; give [[low...], [high...]]")
 
 
-def _layer_kwargs(algorithm_cfg: DictConfig, name: str, overrides: dict[str, Any], action_space: spaces.Box) -> dict[str, Any]:
-    """Constructor kwargs of one layer: `learner`, then `per_model_class[name]`, then the layer's `per_layer` entry."""
-    per_class = algorithm_cfg.get("per_model_class") or {}
-    layers = [algorithm_cfg.get("learner"), per_class.get(name)]
-    merged = OmegaConf.merge(*(OmegaConf.to_container(part, resolve=True) for part in layers if part), overrides)
-    kwargs: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
-    noise_std = kwargs.pop("action_noise_std", None)
-    if noise_std:
-        n_actions = int(np.prod(action_space.shape))
-        kwargs["action_noise"] = NormalActionNoise(np.zeros(n_actions), noise_std * np.ones(n_actions))
-    if kwargs.get("policy", "auto") == "auto":
-        kwargs["policy"] = "MultiInputPolicy"
-    return kwargs
-
-
-@dataclass(frozen=True)
-class HacSpec:
-    """The registry entry of `algorithm=hac`, with the interface of interface.algorithms.AlgorithmSpec.
-
-    A separate class rather than a subclass, because the registry imports this module and a subclass would
-    make the two modules import each other. It builds and loads whole hierarchies rather than one SB3 learner.
-    """
-
-    name: str = "hac"
-
-    def learner_name(self, algorithm_cfg: DictConfig) -> str:
-        """The config's learner: the hierarchy itself."""
-        return self.name
-
-    def build(self, algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) -> HierarchicalActorCritic:
-        """See :func:`build_hac`."""
-        return build_hac(algorithm_cfg, env, seed, device)
-
-    def after_load(self, model: HierarchicalActorCritic, env: VecEnv) -> None:
-        """Nothing: HierarchicalActorCritic.load re-attaches the env's goal functions itself."""
-
-    def learner_class(self, algorithm_cfg: DictConfig) -> type[HierarchicalActorCritic]:
-        """HAC is its own model class."""
-        return HierarchicalActorCritic
-
-    def load(
-        self, algorithm_cfg: DictConfig, path: Path, env: VecEnv, device: str, replay_buffer: Path | None = None
-    ) -> HierarchicalActorCritic:
-        """Load a saved hierarchy and, if saved, its layers' buffers; the running episode is dropped."""
-        model = HierarchicalActorCritic.load(path, env, device)
-        if replay_buffer is not None and replay_buffer.exists():
-            model.load_replay_buffer(replay_buffer)
-        return model
-
-
-HAC_SPEC = HacSpec()
+HAC_SPEC = AlgorithmSpec("hac", lambda cfg: HierarchicalActorCritic, build_hac)
