@@ -32,7 +32,7 @@ from interface.algorithms import AlgorithmSpec, get_algorithm
 from interface.envs import make_env, make_vec_env, resolve_env_id
 from util.checkpoint import Checkpoint, find_checkpoint
 from util.comet_logger import MirroredRun
-from util.errors import ConfigError
+from util.errors import ConfigError, TrainingStopped
 from util.mlflow_logger import MlflowRun
 from util.run_info import flatten, git_short_hash
 from util.video import FRAME_SIZE, GYM_RENDER_MODES, TestEpisodeRecorder, select_gl_backend
@@ -200,8 +200,8 @@ def _train_in_run_dir(
             score = sweep_score(history, cfg.early_stop_last_n)
             run.log_metrics({"hyperopt/score": score}, step=model.num_timesteps)
             log.info("done after %d epochs, %d env steps, score %.3f", state.epoch, model.num_timesteps, score)
-        except KeyboardInterrupt:
-            log.warning("interrupted at %d env steps: writing a checkpoint", model.num_timesteps)
+        except (KeyboardInterrupt, TrainingStopped) as stop:
+            log.warning("stopped (%s) at %d env steps: writing a checkpoint", stop or "interrupt", model.num_timesteps)
             loop.checkpoint()
             _upload_artifacts(run, run_dir)
             run.finish("KILLED")

@@ -42,7 +42,10 @@ def make_cfg(tmp_path: Path, tracking_uri: str) -> Callable[..., DictConfig]:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(
                 "main",
-                overrides=[f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri={tracking_uri}", *overrides],
+                # Comet is off unless a test asks for it: its offline archive adds seconds to every run.
+                overrides=[
+                    f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri={tracking_uri}", "comet.mode=off", *overrides
+                ],
             )
 
     return _make

@@ -18,3 +18,10 @@ class ConfigError(ValueError):
         if allowed is not None:
             message += f" (allowed: {', '.join(str(a) for a in allowed)})"
         super().__init__(message)
+
+
+class TrainingStopped(Exception):
+    """A deliberate stop of a training from outside the learner, e.g. a sweep pruning a hopeless trial.
+
+    Training treats it like an interrupt, not a failure: checkpoint, MLflow status KILLED, no traceback.
+    """

@@ -17,13 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from util.errors import TrainingStopped
+
 ENV_VAR = "IDEAS_SWEEP_TRIAL"
 
 # Pruner names users type (`hydra.sweeper.pruner`) -> optuna class names in optuna.pruners.
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
 
 
-class TrialPruned(Exception):
+class TrialPruned(TrainingStopped):
     """Raised by the epoch hook to stop a trial that the sweep's pruner judged hopeless."""
 
 
