@@ -101,7 +101,8 @@ def _per_layer(algorithm_cfg: DictConfig, n_layers: int) -> list[dict[str, Any]]
 
 
 def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray, np.ndarray]:
-    """Subgoal bounds: configured, else the goal space's if finite, else a Fetch env's target range."""
+    """Subgoal bounds: configured, else the goal space's if finite, else the env's `goal_bounds()` if it declares
+    them, else a Fetch env's target range."""
     key = "algorithm.subgoal_bounds"
     goal_space = env.observation_space["desired_goal"]  # type: ignore[index]
     configured = algorithm_cfg.get("subgoal_bounds")
@@ -113,6 +114,10 @@ def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray,
     if goal_space.is_bounded():
         return goal_space.low.astype(np.float32), goal_space.high.astype(np.float32)
     unwrapped = env.get_attr("unwrapped", indices=[0])[0]
+    declared = getattr(unwrapped, "goal_bounds", None)
+    if callable(declared):
+        low, high = declared()
+        return np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
     if hasattr(unwrapped, "initial_gripper_xpos") and hasattr(unwrapped, "target_range"):
         center = np.asarray(unwrapped.initial_gripper_xpos[:3]) + np.asarray(getattr(unwrapped, "target_offset", 0.0))
         half = float(unwrapped.target_range)

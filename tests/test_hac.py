@@ -229,6 +229,17 @@ def test_hac_needs_a_goal_env(make_cfg) -> None:
         get_algorithm("hac").build(cfg.algorithm, make_vec_env("Pendulum-v1", {}, seed=0), 0, "cpu")
 
 
+def test_subgoals_are_bounded_by_the_goal_range_an_env_declares(make_cfg) -> None:
+    # Blocks envs have unbounded goal spaces but declare goal_bounds(); every sampled goal lies inside them.
+    env = make_vec_env("Blocks-o1-gripper_random-v1", {}, seed=0)
+    model = build_hac(make_cfg("algorithm=hac", "env=Blocks-o1-gripper_random-v1").algorithm, env, 0, "cpu")
+    low, high = np.array(model.settings.subgoal_low), np.array(model.settings.subgoal_high)
+    assert low.shape == (6,) and (low < high).all()
+    for _ in range(20):
+        goal = env.reset()["desired_goal"][0]
+        assert ((low <= goal) & (goal <= high)).all()
+
+
 def test_two_layer_smoke_run_on_fetch_reach_with_restore(make_cfg, tracking_uri: str, tmp_path: Path) -> None:
     overrides = [*TINY, "algorithm=hac", "algorithm.learner.learning_starts=100", "algorithm.learner.batch_size=64"]
     run_dir = tmp_path / "run"

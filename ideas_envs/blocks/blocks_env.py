@@ -129,6 +129,15 @@ class BlocksEnv(FetchGoalEnv, EzPickle):
             parts.append(np.array([*xy, tower_top + self.np_random.uniform(*RANDOM_HEIGHT)]))
         return np.concatenate(parts)
 
+    def goal_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The box every desired goal lies in, (x, y, z) per goal part; HAC bounds its subgoals by it."""
+        center = self.initial_gripper_xpos[:2]
+        top = TABLE_TOP_Z + BLOCK_SIZE * self.n_objects + max(ABOVE_CLEARANCE, RANDOM_HEIGHT[1])
+        n_parts = self.observation_space["desired_goal"].shape[0] // 3
+        low = np.array([*(center - SPAWN_RANGE), TABLE_TOP_Z])
+        high = np.array([*(center + SPAWN_RANGE), top])
+        return np.tile(low, n_parts), np.tile(high, n_parts)
+
     def _achieved_goal(self) -> np.ndarray:
         parts = [self._utils.get_site_xpos(self.model, self.data, block).copy() for block in self.blocks]
         if self.gripper_goal != "none":
