@@ -19,7 +19,7 @@ from experiment.train import train
 from experiment.validation import validate_config
 from tests.conftest import CONF_DIR, TINY
 from tests.test_train import CONTRACT_METRICS
-from util.comet_logger import CometMirror
+from util.comet_logger import CometMirror, offline_archives, upload_offline_archive
 from util.errors import ConfigError
 from util.video import TestEpisodeRecorder
 
@@ -176,3 +176,12 @@ def test_recording_every_render_freq_epochs_and_after_the_last(epoch: int, last_
     recorder = TestEpisodeRecorder(gym.make("CartPole-v1", render_mode="rgb_array"), "record", 3, seed=0)
     assert recorder.due(epoch, last_epoch) is due
     recorder.close()
+
+
+def test_offline_archives_are_found_and_a_failed_upload_is_reported_not_raised(tmp_path: Path) -> None:
+    archive = tmp_path / "0" / "comet" / "abc.zip"
+    archive.parent.mkdir(parents=True)
+    archive.write_text("not a zip")
+    (tmp_path / "0" / "other.zip").write_text("")
+    assert offline_archives(tmp_path) == [archive]
+    assert upload_offline_archive(archive, timeout=120) is False

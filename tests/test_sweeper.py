@@ -22,6 +22,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hydra_plugins.ideas_optuna_sweeper._impl import RESULTS_FILE, STOP_FILE
 from hydra_plugins.ideas_optuna_sweeper._search_space import parse_search_space
+from util.comet_logger import offline_archives
 from util.errors import ConfigError
 from util.trial_reporting import TrialLink, TrialPruned, epoch_hooks
 
@@ -49,7 +50,8 @@ def _sweep(tmp: Path, *args: str, wait: bool = True) -> subprocess.CompletedProc
         "hydra.sweeper.study_name=faults",
         *args,
     ]
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1", HOME=str(tmp))  # HOME: no ~/.comet.config
+    env.pop("COMET_API_KEY", None)
     if not wait:
         return subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
@@ -172,6 +174,7 @@ def fault_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproc
         "hydra.sweeper.n_trials=6",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.max_failure_rate=1.0",
+        "comet.mode=offline",
     )
     return tmp, result
 
@@ -193,6 +196,14 @@ def test_sweep_survives_raise_nan_and_kill(fault_sweep: tuple[Path, subprocess.C
     results = OmegaConf.load(sweep_dir / RESULTS_FILE)
     assert results.trials == {"COMPLETE": 3, "FAIL": 3} and results.best_params["env_kwargs.fault"].startswith("ok")
     assert "workers idle" in result.stderr + result.stdout
+
+
+def test_sweep_says_once_where_offline_comet_archives_are(fault_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    tmp, result = fault_sweep
+    archives = offline_archives(tmp / "sweep")
+    assert len(archives) >= 3  # at least the three trials that finished
+    output = result.stdout + result.stderr
+    assert output.count("no Comet API key: each trial's Comet record stays offline") == 1
 
 
 def test_sweep_records_nested_mlflow_runs(fault_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:

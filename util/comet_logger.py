@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -204,3 +206,22 @@ class MirroredRun(MlflowRun):
         super().finish(status)
         if self.comet is not None and not already_finished:
             self.comet.end(status)
+
+
+def offline_archives(folder: Path) -> list[Path]:
+    """The offline Comet archives written below `folder` (each run writes `<run dir>/comet/<id>.zip`)."""
+    return sorted(folder.rglob("comet/*.zip"))
+
+
+def upload_offline_archive(archive: Path, timeout: float = 300) -> bool:
+    """Send one offline archive with comet_ml's own uploader; False (never an exception) if it fails."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "comet_ml.scripts.comet_upload", str(archive)],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.ideas_optuna_sweeper._search_space import SearchSpace, parse_search_space
 from hydra_plugins.ideas_optuna_sweeper.config import DIRECTIONS, SAMPLERS, IdeasOptunaSweeperConf
+from util.comet_logger import comet_api_key_configured, offline_archives, upload_offline_archive
 from util.errors import ConfigError
 from util.mlflow_logger import MlflowRun
 from util.run_info import flatten, git_short_hash
@@ -192,6 +193,8 @@ class OptunaSweep:
         self.started = 0
         self.stop_reason: str | None = None
         self.plots_noted = False
+        self.comet_key: bool | None = None  # looked up once, when the first trial leaves an archive
+        self.archives_noted = False
 
     # ----- validation (before anything is written) -----
 
@@ -479,6 +482,26 @@ class OptunaSweep:
             for config in entry.configs:
                 _mark_training_runs(entry.run.client, config, entry.run.run_id, "FAIL")
         self._tell(entry.trial, entry.run, outcome, entry.n_epochs)
+        self._send_comet_archives(entry.configs)
+
+    def _send_comet_archives(self, configs: list[DictConfig]) -> None:
+        """Upload a finished trial's offline Comet archives when a key exists; else say once where they are."""
+        archives = [archive for config in configs for archive in offline_archives(_run_dir(config))]
+        if not archives:
+            return
+        if self.comet_key is None:
+            self.comet_key = comet_api_key_configured()
+        if self.comet_key:
+            for archive in archives:
+                if not upload_offline_archive(archive):
+                    log.warning("Comet upload of %s failed; it stays on disk (send it later: comet upload)", archive)
+        elif not self.archives_noted:
+            log.info(
+                "no Comet API key: each trial's Comet record stays offline in %s/<trial>/comet/*.zip; "
+                "send them later with `comet upload <zip>`",
+                self.sweep_dir,
+            )
+            self.archives_noted = True
 
     def _tell(self, trial: optuna.Trial, run: MlflowRun, outcome: TrialOutcome, n_epochs: int) -> None:
         trial.set_user_attr("env_steps", outcome.env_steps)
