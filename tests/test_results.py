@@ -21,7 +21,7 @@ from tests.conftest import CONF_DIR, TINY
 from tests.test_train import CONTRACT_METRICS
 from util.comet_logger import CometMirror, offline_archives, upload_offline_archive
 from util.errors import ConfigError
-from util.video import TestEpisodeRecorder
+from util.video import TestEpisodeRecorder, select_gl_backend
 
 SECRET = "not-a-real-key-0123456789abcdef"
 
@@ -185,3 +185,32 @@ def test_offline_archives_are_found_and_a_failed_upload_is_reported_not_raised(t
     (tmp_path / "0" / "other.zip").write_text("")
     assert offline_archives(tmp_path) == [archive]
     assert upload_offline_archive(archive, timeout=120) is False
+
+
+class _HierarchyStub:
+    """Stands in for a hierarchical learner: one subgoal for the lowest layer, then the env's goal."""
+
+    def __init__(self, subgoal: np.ndarray, goal: np.ndarray) -> None:
+        self.goals = [subgoal, goal]
+
+    def current_subgoals(self) -> list[np.ndarray]:
+        return self.goals
+
+
+def test_subgoal_markers_are_drawn_into_the_next_frame_only() -> None:
+    select_gl_backend("record")
+    env = gym.make("FetchReach-v4", render_mode="rgb_array", width=96, height=96)
+    recorder = TestEpisodeRecorder(env, "record", render_freq=1, seed=0)
+    try:
+        observation, _ = env.reset(seed=0)
+        plain = np.asarray(env.render()).copy()
+        grip = observation["achieved_goal"]
+        recorder.mark_subgoals(_HierarchyStub(grip + np.array([0.0, 0.0, 0.05]), observation["desired_goal"]))
+        marked = np.asarray(env.render()).copy()
+        again = np.asarray(env.render())
+    finally:
+        recorder.close()
+    changed = np.abs(marked.astype(int) - plain.astype(int)).sum(axis=-1) > 30
+    assert 0 < changed.sum() < changed.size // 4  # a small sphere appeared ...
+    assert (marked[changed][:, 0].astype(int) > marked[changed][:, 2].astype(int)).mean() > 0.5  # ... orange
+    np.testing.assert_array_equal(again, plain)  # markers last one frame

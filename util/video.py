@@ -34,6 +34,10 @@ FRAME_SIZE = {"width": 240, "height": 240}
 GIF_WIDTH = 120
 GIF_FRAME_STEP = 2
 DEFAULT_FPS = 25
+# Subgoal markers of hierarchical learners, by the layer that pursues them (0 = lowest): orange, yellow, cyan
+# (Fetch draws its own goal red).
+SUBGOAL_RGBA = ((1.0, 0.5, 0.0, 0.8), (0.95, 0.9, 0.1, 0.8), (0.1, 0.9, 0.9, 0.8))
+SUBGOAL_SIZE = 0.025
 
 
 def display_available() -> bool:
@@ -154,6 +158,7 @@ class TestEpisodeRecorder:
             policy_input: Any = normalize(observation) if normalize is not None else observation
             action, _ = model.predict(policy_input, episode_start=episode_start, deterministic=True)
             episode_start = np.zeros(1, dtype=bool)
+            self.mark_subgoals(model)
             observation, _, terminated, truncated, _ = self.env.step(action)
             if capture:  # in display mode the env draws its window itself during step
                 frames.append(np.asarray(self.env.render()))
@@ -167,6 +172,30 @@ class TestEpisodeRecorder:
         write_gif_preview(frames, gif, self.fps)
         log.info("recorded a test episode of %d frames to %s", len(frames), mp4)
         return [mp4, gif]
+
+    def mark_subgoals(self, model: Any) -> None:
+        """Queue markers for the subgoals a hierarchical learner (HAC) is pursuing, for the next frame drawn.
+
+        Uses the learner's `current_subgoals()` (lowest layer first; the last is the env's own goal, which the
+        env draws itself) and gymnasium's MuJoCo renderer markers, which are dropped after each frame. Goals are
+        drawn when they are 3-D positions (or several of them, as in Blocks); others are skipped.
+        """
+        subgoals = getattr(model, "current_subgoals", None)
+        renderer = getattr(self.env.unwrapped, "mujoco_renderer", None)
+        if not callable(subgoals) or renderer is None:
+            return
+        viewer = renderer._get_viewer(self.env.render_mode)
+        for layer, goal in enumerate(subgoals()[:-1]):
+            if goal.size % 3:
+                continue
+            for position in np.reshape(goal, (-1, 3)):
+                viewer.add_marker(
+                    pos=position,
+                    size=np.full(3, SUBGOAL_SIZE),
+                    rgba=np.array(SUBGOAL_RGBA[layer % len(SUBGOAL_RGBA)]),
+                    type=2,  # mujoco.mjtGeom.mjGEOM_SPHERE
+                    label="",
+                )
 
     def close(self) -> None:
         """Close the env and free its window or offscreen context now.
