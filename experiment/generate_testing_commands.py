@@ -55,7 +55,7 @@ def function_commands(
     commands = []
     for algo_name, algo in algos.items():
         for env, kind in envs.items():
-            if kind in algo.env_kinds:
+            if kind in algo.env_kinds and env not in algo.not_on:
                 args = [f"env={env}", *algo.overrides, *algo.tiny, *FUNCTION_BUDGET]
                 commands.append(_command(python, f"{algo_name}__{env}", 0, root, tracking_uri, args))
     return commands
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     if args.type == "function":
         commands = function_commands(TESTING_ALGOS, TESTING_ENVS, args.python, root, tracking_uri)
+        for name, algo in TESTING_ALGOS.items():
+            for env, reason in algo.not_on.items():
+                print(f"not run: {name} x {env} ({reason})")
     else:
         commands = performance_commands(PERFORMANCE_BARS, TESTING_ALGOS, args.python, root, tracking_uri)
     commands = select(commands, args.filter)

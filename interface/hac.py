@@ -102,7 +102,7 @@ def _per_layer(algorithm_cfg: DictConfig, n_layers: int) -> list[dict[str, Any]]
 
 def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray, np.ndarray]:
     """Subgoal bounds: configured, else the goal space's if finite, else the env's `goal_bounds()` if it declares
-    them, else a Fetch env's target range."""
+    them, else a gymnasium-robotics maze's map, else a Fetch env's target range."""
     key = "algorithm.subgoal_bounds"
     goal_space = env.observation_space["desired_goal"]  # type: ignore[index]
     configured = algorithm_cfg.get("subgoal_bounds")
@@ -118,6 +118,10 @@ def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray,
     if callable(declared):
         low, high = declared()
         return np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
+    maze = getattr(unwrapped, "maze", None)
+    if maze is not None and hasattr(maze, "x_map_center"):  # gymnasium-robotics mazes: (x, y) over the whole map
+        half = np.array([maze.x_map_center, maze.y_map_center], dtype=np.float32)
+        return -half, half
     if hasattr(unwrapped, "initial_gripper_xpos") and hasattr(unwrapped, "target_range"):
         center = np.asarray(unwrapped.initial_gripper_xpos[:3]) + np.asarray(getattr(unwrapped, "target_offset", 0.0))
         half = float(unwrapped.target_range)

@@ -22,6 +22,12 @@ STUB_ALGOS = {
 STUB_ENVS = {"Cont-v0": "continuous", "Disc-v0": "discrete"}
 
 
+def test_function_mode_leaves_out_documented_exclusions(tmp_path: Path) -> None:
+    algos = {"c": AlgorithmUnderTest(("algorithm=sac",), ("continuous",), not_on={"Cont-v0": "needs bounds"})}
+    envs = {"Cont-v0": "continuous", "Cont-v1": "continuous"}
+    assert [c.name for c in function_commands(algos, envs, "py", tmp_path, "sqlite:///x.db")] == ["c__Cont-v1"]
+
+
 def test_function_mode_pairs_every_algorithm_with_every_compatible_env(tmp_path: Path) -> None:
     commands = function_commands(STUB_ALGOS, STUB_ENVS, "py", tmp_path, "sqlite:///x.db")
     assert [c.name for c in commands] == ["a-cont__Cont-v0", "b-both__Cont-v0", "b-both__Disc-v0"]
