@@ -229,6 +229,12 @@ def test_hac_needs_a_goal_env(make_cfg) -> None:
         get_algorithm("hac").build(cfg.algorithm, make_vec_env("Pendulum-v1", {}, seed=0), 0, "cpu")
 
 
+def test_hac_refuses_envs_that_reward_success_with_plus_one(make_cfg) -> None:
+    env = make_vec_env("PointMaze_UMaze-v3", {}, seed=0)
+    with pytest.raises(ConfigError, match="^env: algorithm=hac needs -1/0 rewards .0 at the goal.; PointMaze_UMaze-v3 gives 1"):
+        build_hac(make_cfg("algorithm=hac", "env=PointMaze_UMaze-v3").algorithm, env, 0, "cpu")
+
+
 def test_subgoals_are_bounded_by_the_goal_range_an_env_declares(make_cfg) -> None:
     # Blocks envs have unbounded goal spaces but declare goal_bounds(); every sampled goal lies inside them.
     env = make_vec_env("Blocks-o1-gripper_random-v1", {}, seed=0)
