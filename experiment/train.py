@@ -28,7 +28,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from experiment.cli import check_command_line, register_resolvers
 from experiment.epoch_loop import EpochHook, EpochLoop, LoopState, sweep_score
 from experiment.validation import validate_config
-from interface.algorithms import AlgorithmSpec, get_algorithm
+from interface.algorithm_spec import AlgorithmSpec
+from interface.algorithms import get_algorithm
 from interface.envs import make_env, make_vec_env, resolve_env_id
 from util.checkpoint import Checkpoint, find_checkpoint
 from util.comet_logger import MirroredRun
@@ -43,8 +44,9 @@ log = logging.getLogger("experiment.train")
 def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochHook] | None = None) -> float:
     """Train the configured algorithm on the configured env and return the sweep objective `hyperopt/score`.
 
-    Raises ConfigError (before anything is written) for bad config or input. On KeyboardInterrupt or SIGTERM it
-    writes a checkpoint, marks the MLflow run KILLED and re-raises KeyboardInterrupt.
+    Raises ConfigError (before anything is written) for bad config or input. On KeyboardInterrupt, SIGTERM or a
+    TrainingStopped from an epoch hook (a pruned sweep trial) it writes a checkpoint, marks the MLflow run KILLED
+    and re-raises.
 
     :param cfg: The composed config (conf/main.yaml plus overrides).
     :param run_dir: Where the run writes; default: Hydra's run dir, or a fresh
