@@ -9,6 +9,8 @@ import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.callbacks import BaseCallback
 
+from util.evaluation import info_success
+
 
 class EpisodeStatsCallback(BaseCallback):
     """Collects return, length and success of every training episode that ends, until :meth:`pop` is called.
@@ -29,8 +31,9 @@ class EpisodeStatsCallback(BaseCallback):
                 if episode is not None:
                     self.returns.append(float(episode["r"]))
                     self.lengths.append(int(episode["l"]))
-                if "is_success" in info:
-                    self.successes.append(float(np.asarray(info["is_success"]).item()))
+                success = info_success(info)
+                if success is not None:
+                    self.successes.append(success)
         return True
 
     def pop(self) -> dict[str, float]:

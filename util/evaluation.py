@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+
+
+def info_success(info: dict[str, Any]) -> float | None:
+    """The goal env's `is_success` flag in a step's info as 0.0/1.0 (bool, array or number), None if absent."""
+    if "is_success" not in info:
+        return None
+    return float(np.asarray(info["is_success"]).item())
 
 
 def evaluate(model: BaseAlgorithm, train_env: VecEnv, eval_env: VecEnv, n_episodes: int) -> dict[str, float]:
@@ -30,7 +39,7 @@ def evaluate(model: BaseAlgorithm, train_env: VecEnv, eval_env: VecEnv, n_episod
         if done[0]:
             returns.append(episode_return)
             lengths.append(episode_length)
-            successes.append(float(np.asarray(infos[0].get("is_success", 0.0)).item()))
+            successes.append(info_success(infos[0]) or 0.0)
             episode_return, episode_length = 0.0, 0
     return {
         "test/success_rate": float(np.mean(successes)),

@@ -23,6 +23,7 @@ from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from ideas_baselines.hac.subgoal_testing_buffer import SubgoalTestingBuffer
+from util.evaluation import info_success
 
 LAYER_LEARNERS: dict[str, type[OffPolicyAlgorithm]] = {"SAC": SAC, "TD3": TD3, "DDPG": DDPG}
 
@@ -258,7 +259,7 @@ class HierarchicalActorCritic:
             next_raw = self._raw_single(infos[0]["terminal_observation"])
         else:
             next_raw = self._current_raw(obs)
-            if self.settings.end_on_success and bool(np.asarray(infos[0].get("is_success", False)).item()):
+            if self.settings.end_on_success and info_success(infos[0]):
                 # Monitor only reports episodes the env ends itself: report this one the same way.
                 episode = {"r": self._episode_return, "l": self._episode_length}
                 infos = [{**infos[0], "episode": episode, "terminal_observation": {k: v[0] for k, v in obs.items()}}]
