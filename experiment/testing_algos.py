@@ -57,12 +57,7 @@ class PerformanceBar:
 HER = ("algorithm=her",)
 # HAC bounds subgoals by the goal range; HandReach's goal space is unbounded and the env declares no range, so a
 # run needs `algorithm.subgoal_bounds` and exits 2 without it (by design).
-HAC_NOT_ON = {
-    "HandReach-v3": "unbounded fingertip goals: pass algorithm.subgoal_bounds",
-    # HAC needs -1/0 rewards; the mazes pay +1 at the goal and HAC refuses them (exit 2) until a wrapper exists.
-    "PointMaze_UMaze-v3": "0/+1 maze rewards: HAC needs -1/0",
-    "AntMaze_UMaze-v5": "0/+1 maze rewards: HAC needs -1/0",
-}
+HAC_NOT_ON = {"HandReach-v3": "unbounded fingertip goals: pass algorithm.subgoal_bounds"}
 TESTING_ALGOS: dict[str, AlgorithmUnderTest] = {
     "her-sac": AlgorithmUnderTest((*HER, "algorithm.model_class=sac"), (CONTINUOUS,)),
     "her-td3": AlgorithmUnderTest((*HER, "algorithm.model_class=td3"), (CONTINUOUS,)),

@@ -15,6 +15,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import ideas_envs.register_envs  # noqa: F401  (registers our ids)
+from ideas_baselines.hac.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
 from util.errors import ConfigError
 
 # gymnasium-robotics prints a notice about Adroit v1 envs (which we do not use) to stderr on import;
@@ -65,7 +66,11 @@ def is_goal_env(env: gym.Env) -> bool:
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
-    """Build one env by id and wrap it in SB3's Monitor, which records episode returns and lengths."""
+    """Build one env by id and wrap it in SB3's Monitor, which records episode returns and lengths.
+
+    Goal envs that pay +1 at the goal (gymnasium-robotics' sparse mazes) are first mapped to the -1/0 reward and
+    `info["is_success"]` every other goal env here has (:class:`MinusOneZeroReward`).
+    """
     kwargs = dict(env_kwargs or {})
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
@@ -73,7 +78,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode:
         env = gym.make(env_id, **kwargs)
     except TypeError as error:
         raise ConfigError("env_kwargs", f"rejected by {env_id}: {error}") from None
-    return Monitor(env)
+    return Monitor(MinusOneZeroReward(env) if pays_one_at_goal(env) else env)
 
 
 def make_vec_env(
@@ -103,9 +108,13 @@ def make_vec_env(
 
 
 def goal_functions(vec_env: VecEnv) -> tuple[Callable, Callable | None]:
-    """The unwrapped env's vectorised `compute_reward` and (if it has one) `compute_terminated`."""
-    unwrapped = vec_env.get_attr("unwrapped", indices=[0])[0]
-    return unwrapped.compute_reward, getattr(unwrapped, "compute_terminated", None)
+    """The env's vectorised `compute_reward` and (if it has one) `compute_terminated`, read through the wrapper
+    chain so that a reward wrapper's convention is the one HER relabels with."""
+    compute_reward = vec_env.get_attr("compute_reward", indices=[0])[0]
+    try:
+        return compute_reward, vec_env.get_attr("compute_terminated", indices=[0])[0]
+    except AttributeError:
+        return compute_reward, None
 
 
 def check_goal_env(vec_env: VecEnv, key: str, who: str) -> None:

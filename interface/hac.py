@@ -61,15 +61,17 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
 
 
 def _check_reward_convention(env: VecEnv) -> None:
-    """HAC's subgoal test and Q bounds assume -1 per step and 0 at the goal; reject envs that reward success.
+    """HAC's subgoal test and Q bounds assume -1 per step and 0 at the goal; reject envs that reward otherwise.
 
-    gymnasium-robotics' mazes pay 1 at the goal and 0 elsewhere; a reward-convention wrapper is still to come.
+    The env factory already maps sparse 0/+1 goal envs (gymnasium-robotics' mazes) to -1/0, so what is left
+    here are dense rewards such as the `...Dense` mazes' exp(-distance).
     """
-    unwrapped = env.get_attr("unwrapped", indices=[0])[0]
+    compute_reward = env.get_attr("compute_reward", indices=[0])[0]
     goal = np.asarray(env.observation_space["desired_goal"].sample())  # type: ignore[index]
-    at_goal = float(np.asarray(unwrapped.compute_reward(goal[None], goal[None], [{}])).reshape(-1)[0])
+    at_goal = float(np.asarray(compute_reward(goal[None], goal[None], [{}])).reshape(-1)[0])
     if at_goal != 0.0:
-        name = unwrapped.spec.id if unwrapped.spec else type(unwrapped).__name__
+        spec = env.get_attr("spec", indices=[0])[0]
+        name = spec.id if spec else "the env"
         raise ConfigError(
             "env", f"algorithm=hac needs -1/0 rewards (0 at the goal); {name} gives {at_goal:g} at the goal"
         )
@@ -118,7 +120,7 @@ def _per_layer(algorithm_cfg: DictConfig, n_layers: int) -> list[dict[str, Any]]
 
 def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray, np.ndarray]:
     """Subgoal bounds: configured, else the goal space's if finite, else the env's `goal_bounds()` if it declares
-    them, else a Fetch env's target range."""
+    them, else a gymnasium-robotics maze's map, else a Fetch env's target range."""
     key = "algorithm.subgoal_bounds"
     goal_space = env.observation_space["desired_goal"]  # type: ignore[index]
     configured = algorithm_cfg.get("subgoal_bounds")
@@ -134,6 +136,10 @@ def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray,
     if callable(declared):
         low, high = declared()
         return np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
+    maze = getattr(unwrapped, "maze", None)
+    if maze is not None and hasattr(maze, "x_map_center"):  # gymnasium-robotics mazes: (x, y) over the whole map
+        half = np.array([maze.x_map_center, maze.y_map_center], dtype=np.float32)
+        return -half, half
     if hasattr(unwrapped, "initial_gripper_xpos") and hasattr(unwrapped, "target_range"):
         center = np.asarray(unwrapped.initial_gripper_xpos[:3]) + np.asarray(getattr(unwrapped, "target_offset", 0.0))
         half = float(unwrapped.target_range)

@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 
 from experiment.train import train
 from ideas_baselines.hac import HierarchicalActorCritic
+from ideas_baselines.hac.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
 from interface.algorithms import get_algorithm
-from interface.envs import make_vec_env
+from interface.envs import goal_functions, make_vec_env
 from interface.hac import build_hac
 from tests.conftest import TINY
 from util.callbacks import EpisodeStatsCallback
@@ -229,10 +230,100 @@ def test_hac_needs_a_goal_env(make_cfg) -> None:
         get_algorithm("hac").build(cfg.algorithm, make_vec_env("Pendulum-v1", {}, seed=0), 0, "cpu")
 
 
-def test_hac_refuses_envs_that_reward_success_with_plus_one(make_cfg) -> None:
-    env = make_vec_env("PointMaze_UMaze-v3", {}, seed=0)
-    with pytest.raises(ConfigError, match="^env: algorithm=hac needs -1/0 rewards .0 at the goal.; PointMaze_UMaze-v3 gives 1"):
-        build_hac(make_cfg("algorithm=hac", "env=PointMaze_UMaze-v3").algorithm, env, 0, "cpu")
+def test_hac_refuses_dense_rewards(make_cfg) -> None:
+    # Only sparse 0/+1 envs are converted to -1/0; a dense maze (exp(-distance), 1 at the goal) stays refused.
+    env = make_vec_env("PointMaze_UMazeDense-v3", {}, seed=0)
+    with pytest.raises(ConfigError, match="^env: algorithm=hac needs -1/0 rewards .0 at the goal.; PointMaze_UMazeDense-v3 gives 1"):
+        build_hac(make_cfg("algorithm=hac", "env=PointMaze_UMazeDense-v3").algorithm, env, 0, "cpu")
+
+
+@pytest.mark.parametrize("env_id", ["PointMaze_UMaze-v3", "AntMaze_UMaze-v5"])
+def test_sparse_mazes_pay_minus_one_zero_in_step_and_batched_compute_reward(env_id: str) -> None:
+    original = gym.make(env_id, continuing_task=False)
+    wrapped = MinusOneZeroReward(gym.make(env_id, continuing_task=False))
+    assert pays_one_at_goal(original) and wrapped.ends_on_success
+    original.reset(seed=3)
+    obs, _ = wrapped.reset(seed=3)
+    rng = np.random.default_rng(0)
+    goal = obs["desired_goal"]
+    # Steps: same trajectory, reward shifted by -1, the env's own success flag kept as is_success.
+    for _ in range(20):
+        action = rng.uniform(-1, 1, original.action_space.shape)
+        _, reward, _, _, info = original.step(action)
+        obs, wrapped_reward, _, _, wrapped_info = wrapped.step(action)
+        assert wrapped_reward == reward - 1.0 and wrapped_info["is_success"] == info["success"]
+    # Batches: half of the achieved goals inside the 0.45 radius, half outside.
+    achieved = goal + rng.uniform(-0.6, 0.6, (64, 2))
+    desired = np.repeat(goal[None], 64, axis=0)
+    env_reward = original.unwrapped.compute_reward(achieved, desired, {})
+    assert set(np.unique(env_reward)) == {0.0, 1.0}
+    np.testing.assert_array_equal(wrapped.compute_reward(achieved, desired, {}), env_reward - 1.0)
+    np.testing.assert_array_equal(wrapped.compute_terminated(achieved, desired, {}), env_reward == 1.0)
+
+
+def test_env_factory_converts_only_sparse_plus_one_goal_envs_and_her_relabels_with_it() -> None:
+    goal = np.zeros((2, 2))
+    maze = make_vec_env("PointMaze_Medium-v3", {}, seed=0)
+    compute_reward, compute_terminated = goal_functions(maze)
+    np.testing.assert_array_equal(compute_reward(goal + [[0.0, 0.0], [1.0, 0.0]], goal, {}), [0.0, -1.0])
+    # Continuing mazes (the default) never end on success, so HER's relabelled transitions are not terminal.
+    assert not compute_terminated(goal, goal, {}).any()
+    maze.reset()
+    _, rewards, _, infos = maze.step(np.zeros((1, 2)))
+    assert rewards[0] in (-1.0, 0.0) and "is_success" in infos[0]
+    for env_id in ("FetchReach-v4", "PointMaze_MediumDense-v3"):
+        assert not any(isinstance(w, MinusOneZeroReward) for w in _wrapper_chain(make_vec_env(env_id, {}, seed=0)))
+
+
+def _wrapper_chain(vec_env) -> list[gym.Env]:
+    env, chain = vec_env.envs[0], []
+    while isinstance(env, gym.Wrapper):
+        chain.append(env)
+        env = env.env
+    return chain
+
+
+def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_zero_convention(make_cfg) -> None:
+    env = make_vec_env("PointMaze_UMaze-v3", {"continuing_task": False}, seed=0)
+    cfg = make_cfg(
+        "algorithm=hac", "env=PointMaze_UMaze-v3", "algorithm.time_scales=[10,-1]", "algorithm.subgoal_test_perc=1.0",
+        "algorithm.learner.learning_starts=10000",
+    )
+    model = build_hac(cfg.algorithm, env, seed=0, device="cpu")
+    assert model.settings.time_scales == [30, 10]
+    assert model.settings.subgoal_low == [-2.5, -2.5] and model.settings.subgoal_high == [2.5, 2.5]
+    goal = np.array([1.0, 1.0])
+    assert model._reached(goal, goal) and not model._reached(goal + 1.0, goal)
+    model.learn(400)
+    for layer, buffer in enumerate(model.replay_buffer):
+        rewards = buffer.rewards[: buffer.pos, 0]
+        reached = buffer.next_observations["achieved_goal"][: buffer.pos, 0] - buffer.observations["desired_goal"][: buffer.pos, 0]
+        # A stored reward is 0 exactly where the goal was reached, and every reached goal is terminal.
+        np.testing.assert_array_equal(rewards, np.where(np.linalg.norm(reached, axis=-1) <= 0.45, 0.0, -1.0))
+        assert buffer.dones[: buffer.pos, 0][rewards == 0.0].all(), layer
+    penalties = model.replay_buffer[1].penalties
+    assert penalties.size() > 0 and (penalties.rewards[: penalties.size()] == -10.0).all()
+    # Hindsight goals are rewarded by the same convention: 0 exactly on the relabelled goal.
+    batch = model.replay_buffer[0].sample_transitions(256)
+    distance = np.linalg.norm(batch.next_observations["achieved_goal"] - batch.observations["desired_goal"], axis=-1)
+    np.testing.assert_array_equal(batch.rewards, np.where(distance <= 0.45, 0.0, -1.0))
+
+
+def test_two_layer_smoke_run_on_point_maze(make_cfg, tracking_uri: str, tmp_path: Path) -> None:
+    overrides = [
+        "n_epochs=1", "eval_after_n_steps=300", "n_test_rollouts=1", "progress_bar=false", "save_model_freq=0",
+        "env=PointMaze_UMaze-v3", "+env_kwargs.continuing_task=false", "algorithm=hac", "algorithm.time_scales=[10,-1]",
+        "algorithm.end_on_success=true", "algorithm.learner.learning_starts=100", "algorithm.learner.batch_size=32",
+    ]
+    train(make_cfg(*overrides), run_dir=tmp_path / "maze")
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, filter_string=f"tags.run_dir = '{(tmp_path / 'maze').resolve()}'")
+    assert run.info.status == "FINISHED" and run.data.tags["env"] == "PointMaze_UMaze-v3"
+    # Every step pays -1 or 0, so a test episode's return is minus the steps it spent away from the goal.
+    assert -300.0 <= run.data.metrics["test/mean_reward"] <= 0.0
+    assert run.data.metrics["test/mean_reward"] >= -run.data.metrics["test/ep_length"]
+    assert "train_layer0/q_mean" in run.data.metrics and "train_layer1/subgoal_test_penalty_rate" not in run.data.metrics
 
 
 def test_subgoals_are_bounded_by_the_goal_range_an_env_declares(make_cfg) -> None:

@@ -146,8 +146,8 @@ class HierarchicalActorCritic:
         self.settings = settings
         self.num_timesteps = num_timesteps
         self._vec_normalize = unwrap_vec_normalize(env)
-        unwrapped = env.get_attr("unwrapped", indices=[0])[0]
-        self._compute_reward: Callable[..., Any] = unwrapped.compute_reward
+        # Through the wrapper chain: a reward-convention wrapper (MinusOneZeroReward) must be what judges goals.
+        self._compute_reward: Callable[..., Any] = env.get_attr("compute_reward", indices=[0])[0]
         self._rng = np.random.default_rng(settings.seed)
         self.train_stats = [LayerStats() for _ in learners]
         self.test_stats = [LayerStats() for _ in learners]
