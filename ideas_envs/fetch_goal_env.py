@@ -7,6 +7,7 @@ from typing import Any
 
 import mujoco
 import numpy as np
+from gymnasium_robotics.utils import rotations
 
 from ideas_envs.mujoco_goal_env import MujocoGoalEnv
 
@@ -17,9 +18,9 @@ GRIPPER_DOWN_QUAT = np.array([1.0, 0.0, 1.0, 0.0])
 FETCH_CAMERA = {"distance": 1.6, "azimuth": 160.0, "elevation": -35.0, "lookat": np.array([1.3, 0.75, 0.45])}
 # Moves the grip site from the robot's default arm pose to the front of the table, before the extra height.
 GRIPPER_START_OFFSET = np.array([-0.498, 0.005, -0.431])
-TABLE_TOP_Z = 0.4
+TABLE_TOP_Z = 0.4  # top surface of the table in our Fetch scenes (box at z=0.2 with half height 0.2)
 # The finger joints; the scene names each finger's position actuator like its joint.
-FINGER_JOINTS = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")  # top surface of the table in our Fetch scenes (box at z=0.2 with half height 0.2)
+FINGER_JOINTS = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")
 
 
 class FetchGoalEnv(MujocoGoalEnv):
@@ -42,6 +43,9 @@ class FetchGoalEnv(MujocoGoalEnv):
     :param goal_markers: Marker mocap body per goal part.
     :param gripper_extra_height: Start height of the grip site above the default pose.
     :param block_gripper: Keep the fingers closed and ignore the finger command.
+    :param initial_qpos: Joint positions set once at setup, added to the robot base's.
+    :param gripper_bounds: (low, high) world box the arm's mocap target is clipped to, which keeps the grip
+        site within about a centimetre of it (e.g. to keep objects out of reach); ``None``: unbounded.
     :param kwargs: Passed to ``MujocoGoalEnv``.
     """
 
@@ -52,9 +56,11 @@ class FetchGoalEnv(MujocoGoalEnv):
         gripper_extra_height: float = 0.2,
         block_gripper: bool = False,
         initial_qpos: dict[str, Any] | None = None,
+        gripper_bounds: tuple[np.ndarray, np.ndarray] | None = None,
         **kwargs: Any,
     ) -> None:
         self.gripper_extra_height = gripper_extra_height
+        self.gripper_bounds = gripper_bounds
         self.block_gripper = block_gripper
         kwargs.setdefault("default_camera_config", FETCH_CAMERA)
         super().__init__(
@@ -70,6 +76,8 @@ class FetchGoalEnv(MujocoGoalEnv):
         # Other mocap bodies (goal markers) exist, so the arm's mocap is addressed by its id.
         self._utils.reset_mocap2body_xpos(self.model, self.data)
         self.data.mocap_pos[self._arm_mocap] += np.asarray(action[:3]) * 0.05
+        if self.gripper_bounds is not None:
+            self.data.mocap_pos[self._arm_mocap] = np.clip(self.data.mocap_pos[self._arm_mocap], *self.gripper_bounds)
         self.data.mocap_quat[self._arm_mocap] = GRIPPER_DOWN_QUAT
         finger = 0.0 if self.block_gripper else float(action[3])
         for actuator, qpos_address in self._finger_actuators:
@@ -107,6 +115,15 @@ class FetchGoalEnv(MujocoGoalEnv):
         finger_pos = [self._utils.get_joint_qpos(self.model, self.data, j)[0] for j in FINGER_JOINTS]
         finger_vel = [self._utils.get_joint_qvel(self.model, self.data, j)[0] * self.dt for j in FINGER_JOINTS]
         return np.concatenate([grip_pos, finger_pos, grip_velp, finger_vel])
+
+    def _object_observation(self, site: str, grip_pos: np.ndarray, grip_velp: np.ndarray) -> np.ndarray:
+        """A free object's features (15 values) from its site: position, position relative to the grip,
+        orientation as Euler angles, velocity relative to the grip, angular velocity (velocities per step)."""
+        pos = self._utils.get_site_xpos(self.model, self.data, site).copy()
+        rot = rotations.mat2euler(self._utils.get_site_xmat(self.model, self.data, site))
+        velp = self._utils.get_site_xvelp(self.model, self.data, site) * self.dt
+        velr = self._utils.get_site_xvelr(self.model, self.data, site) * self.dt
+        return np.concatenate([pos, pos - grip_pos, rot, velp - grip_velp, velr])
 
     def grip_position(self) -> np.ndarray:
         """World position of the grip site (between the fingers)."""

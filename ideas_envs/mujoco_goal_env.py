@@ -43,6 +43,14 @@ def load_scene(scene_xml: str | Path) -> ET.Element:
     return root
 
 
+def remove_named(root: ET.Element, names: set[str]) -> None:
+    """Drop every body and site of a parsed scene whose name is in ``names`` (with all it contains)."""
+    for parent in list(root.iter()):
+        for child in list(parent):
+            if child.tag in ("body", "site") and child.get("name") in names:
+                parent.remove(child)
+
+
 def use_offscreen_gl() -> None:
     """Pick an offscreen OpenGL backend if the user chose none: EGL with a GPU, OSMesa (software) without.
 
@@ -72,13 +80,14 @@ class MujocoGoalEnv(MujocoRobotEnv):
       (``"gymnasium_robotics:fetch/robot.xml"``, see ``load_scene``), with a ``_edit_scene`` hook that may
       change the parsed XML before it is compiled (e.g. drop unused objects);
     - goals made of ``part_dim``-sized parts (e.g. one 3-D position per block); a part is reached when it is
-      within ``distance_threshold`` of its target, the goal when every part is reached;
+      within ``distance_threshold`` of its target, the goal when every part is reached (``part_distances``
+      may be overridden for goals that hold more than positions);
     - a vectorised ``compute_reward``: ``"sparse"`` gives 0 when the goal is reached and -1 otherwise,
       ``"dense"`` the negative sum of part distances; it accepts single goals and batches (HER relabelling);
     - ``info["is_success"]`` (bool) from ``reset`` and ``step``;
     - goal markers: the mocap body named ``goal_markers[i]`` (holding a visible site, e.g. a translucent sphere)
-      is moved to goal part ``i`` before each rendered frame (mocap, because MuJoCo does not recompute static
-      bodies; for 2-D goal parts the marker keeps its z);
+      is moved to goal part ``i`` (the first ``len(goal_markers)`` parts) before each rendered frame (mocap,
+      because MuJoCo does not recompute static bodies; for 2-D goal parts the marker keeps its z);
     - ``render_mode="rgb_array"`` offscreen, choosing ``MUJOCO_GL`` (EGL or OSMesa) when unset and headless.
 
     Subclasses implement ``_get_obs``, ``_set_action``, ``_sample_goal`` and usually ``_env_setup`` and
@@ -135,15 +144,19 @@ class MujocoGoalEnv(MujocoRobotEnv):
             raise ValueError(f"goal marker body {body_name!r} must be a mocap body (mocap=\"true\")")
         return mocap_id
 
+    def part_distances(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
+        """Distance per goal part (last axis), for single goals and batches; envs whose goals hold more than
+        positions override it (e.g. a flag part whose distance is 0 when it matches)."""
+        return goal_part_distances(achieved_goal, desired_goal, self.part_dim)
+
     def goal_parts_reached(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
         """Boolean per goal part (last axis), for single goals and batches."""
-        distances = goal_part_distances(achieved_goal, desired_goal, self.part_dim)
-        return distances < self.distance_threshold
+        return self.part_distances(achieved_goal, desired_goal) < self.distance_threshold
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """Sparse: 0 if every goal part is reached, else -1. Dense: minus the sum of part distances."""
         if self.reward_type == "dense":
-            return -goal_part_distances(achieved_goal, desired_goal, self.part_dim).sum(axis=-1)
+            return -self.part_distances(achieved_goal, desired_goal).sum(axis=-1)
         reached = self.goal_parts_reached(achieved_goal, desired_goal).all(axis=-1)
         return reached.astype(np.float64) - 1.0
 
@@ -157,7 +170,8 @@ class MujocoGoalEnv(MujocoRobotEnv):
         return observation, info
 
     def _render_callback(self) -> None:
-        parts = self.goal.reshape(-1, self.part_dim)
+        # Markers show the leading position parts; a goal may hold further values (e.g. flags) after them.
+        parts = self.goal[: len(self._marker_mocap_ids) * self.part_dim].reshape(-1, self.part_dim)
         for mocap_id, part in zip(self._marker_mocap_ids, parts, strict=True):
             self.data.mocap_pos[mocap_id][: self.part_dim] = part
         mujoco.mj_forward(self.model, self.data)

@@ -39,6 +39,17 @@ def register_all() -> None:
             50 * (n_objects + 1),
             {"n_objects": n_objects, "gripper_goal": gripper_goal},
         )
+    for n_buttons in (1, 2):
+        # 50 steps per button and 50 for the goal region, like the Blocks ids.
+        _register(
+            f"ButtonUnlock-o{n_buttons}-v1",
+            "ideas_envs.button_unlock.button_unlock_env:ButtonUnlockEnv",
+            50 * (n_buttons + 1),
+            {"n_buttons": n_buttons},
+        )
+    _register("Hook-o1-v1", "ideas_envs.hook.hook_env:HookEnv", 150, {})
+    _register("AntReacher-v1", "ideas_envs.ant_reacher.ant_reacher_env:AntReacherEnv", 500, {})
+    _register("Ant4Rooms-v1", "ideas_envs.ant_four_rooms.ant_four_rooms_env:Ant4RoomsEnv", 700, {})
 
 
 register_all()

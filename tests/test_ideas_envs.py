@@ -13,12 +13,19 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from experiment.train import train
+from ideas_envs.ant_four_rooms.ant_four_rooms_env import room_of
+from ideas_envs.ant_goal_env import AntGoalEnv
 from ideas_envs.blocks.blocks_env import BlocksEnv
+from ideas_envs.button_unlock.button_unlock_env import ButtonUnlockEnv
+from ideas_envs.hook.hook_env import HookEnv
+from ideas_envs.scripted_solvers import TorsoDriver, WaypointFollower, aim_action, scripted_success
 from ideas_envs.register_envs import blocks_variants
 from tests.conftest import TINY
 
 BLOCKS_IDS = [env_id for env_id, _, _ in blocks_variants()]
 ALL_IDS = [env_id for env_id, spec in gym.registry.items() if str(spec.entry_point).startswith("ideas_envs.")]
+# One id per env class, for the tests that need a picture or a bespoke check.
+RENDER_IDS = ["Blocks-o2-gripper_above-v1", "Hook-o1-v1", "ButtonUnlock-o2-v1", "AntReacher-v1", "Ant4Rooms-v1"]
 
 
 def test_all_blocks_ids_registered() -> None:
@@ -27,6 +34,13 @@ def test_all_blocks_ids_registered() -> None:
     assert set(BLOCKS_IDS) <= set(ALL_IDS)
     assert gym.spec("Blocks-o0-gripper_above-v1").max_episode_steps == 50
     assert gym.spec("Blocks-o4-gripper_none-v1").max_episode_steps == 250
+
+
+def test_tool_unlock_and_ant_ids_registered() -> None:
+    expected = {"Hook-o1-v1": 150, "ButtonUnlock-o1-v1": 100, "ButtonUnlock-o2-v1": 150, "AntReacher-v1": 500,
+                "Ant4Rooms-v1": 700}
+    assert {env_id: gym.spec(env_id).max_episode_steps for env_id in expected} == expected
+    assert set(expected) <= set(ALL_IDS)
 
 
 def test_o0_without_gripper_goal_is_refused() -> None:
@@ -84,83 +98,84 @@ def test_batched_reward_matches_per_sample_and_success(env_id: str) -> None:
     env.close()
 
 
-class ScriptedStacker:
-    """Pick-and-place controller for Blocks (written for the tests): reads block and goal positions from the env.
-
-    For each block in goal order: hover over it, descend, close, lift, carry over its tower slot, lower,
-    open, rise; then move the gripper to its target. Proportional control on the grip position.
-    """
-
-    def __init__(self, env: BlocksEnv) -> None:
-        self.env = env
-        self.block = 0
-        self.phase = 0
-        self.wait = 0
-
-    def _aim(self, target: np.ndarray, fingers: float) -> np.ndarray:
-        move = np.clip((target - self.env.grip_position()) * 15.0, -1.0, 1.0)
-        return np.array([*move, fingers])
-
-    def __call__(self) -> np.ndarray:
-        env = self.env
-        grip = env.grip_position()
-        goal = env.goal.reshape(-1, 3)
-        safe_z = goal[: env.n_objects, 2].max(initial=0.4) + 0.08
-        if self.block == env.n_objects:
-            target = goal[env.n_objects] if env.gripper_goal != "none" else grip
-            return self._aim(target, 1.0)
-        block = env._utils.get_site_xpos(env.model, env.data, env.blocks[self.block]).copy()
-        slot = goal[self.block]
-        waypoints = [  # (aim, fingers, tolerance or number of steps to wait)
-            (np.array([*block[:2], safe_z]), 1.0, 0.01),
-            (block, 1.0, 0.008),
-            (block, -1.0, -4),
-            (np.array([*grip[:2], safe_z]), -1.0, 0.02),
-            (np.array([*slot[:2], safe_z]), -1.0, 0.008),
-            (slot + np.array([0.0, 0.0, 0.005]), -1.0, 0.008),
-            (grip, 1.0, -3),
-            (np.array([*slot[:2], safe_z]), 1.0, 0.02),
-        ]
-        aim, fingers, done_when = waypoints[self.phase]
-        if done_when < 0:
-            self.wait += 1
-            finished = self.wait >= -done_when
-        else:
-            finished = np.linalg.norm(aim - grip) < done_when
-        if finished:
-            self.wait = 0
-            self.phase += 1
-            if self.phase == len(waypoints):
-                self.phase, self.block = 0, self.block + 1
-        return self._aim(aim, fingers)
-
-
-def _scripted_success(env_id: str, seed: int) -> bool:
-    env = gym.make(env_id)
-    env.reset(seed=seed)
-    controller = ScriptedStacker(env.unwrapped)
-    done = success = False
-    while not (done or success):
-        _, _, terminated, truncated, info = env.step(controller())
-        done, success = terminated or truncated, bool(info["is_success"])
-    env.close()
-    return success
-
-
 @pytest.mark.parametrize("env_id", BLOCKS_IDS)
 def test_scripted_controller_solves_blocks(env_id: str) -> None:
     seeds = range(4)
-    successes = sum(_scripted_success(env_id, seed) for seed in seeds)
+    successes = sum(scripted_success(env_id, seed) for seed in seeds)
     assert successes >= 3, f"{successes}/{len(seeds)} scripted episodes succeeded"
 
 
-def test_render_rgb_array_shows_the_scene() -> None:
-    env = gym.make("Blocks-o2-gripper_above-v1", render_mode="rgb_array", width=96, height=96)
+@pytest.mark.parametrize("env_id", ["Hook-o1-v1", "ButtonUnlock-o1-v1", "ButtonUnlock-o2-v1"])
+def test_scripted_controller_solves_hook_and_buttons(env_id: str) -> None:
+    seeds = range(10)
+    successes = sum(scripted_success(env_id, seed) for seed in seeds)
+    assert successes >= 8, f"{successes}/{len(seeds)} scripted episodes succeeded"
+
+
+def test_hook_block_is_out_of_the_grippers_reach() -> None:
+    env = gym.make("Hook-o1-v1")
+    env.reset(seed=0)
+    hook: HookEnv = env.unwrapped
+    start = hook.block_position()
+    # Straight at the block (over the hook, at block height) for 40 steps: the gripper stops short of it.
+    for _ in range(40):
+        env.step(aim_action(hook, start, 1.0))
+    assert hook.grip_position()[0] < start[0] - 0.1
+    np.testing.assert_allclose(hook.block_position(), start, atol=1e-3)
+    env.close()
+
+
+def test_button_goal_region_counts_only_after_every_press() -> None:
+    env = gym.make("ButtonUnlock-o2-v1")
+    env.reset(seed=0)
+    buttons: ButtonUnlockEnv = env.unwrapped
+    follower = WaypointFollower(buttons, [(lambda: buttons.goal[:3], -1.0, 0.0)])
+    for _ in range(30):
+        _, reward, _, _, info = env.step(follower())
+    assert np.linalg.norm(buttons.grip_position() - buttons.goal[:3]) < buttons.distance_threshold
+    assert not info["is_success"] and reward == -1.0 and not buttons.latches.any()
+    achieved = np.array([*buttons.goal[:3], 1.0, 0.0])
+    assert buttons.compute_reward(achieved, buttons.goal, {}) == -1.0
+    assert buttons.compute_reward(np.array([*buttons.goal[:3], 1.0, 1.0]), buttons.goal, {}) == 0.0
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["AntReacher-v1", "Ant4Rooms-v1"])
+def test_driven_ant_torso_reaches_goal(env_id: str) -> None:
+    """Every sampled goal is reachable within the episode limit at 1 m/s (through the doorways in
+    Ant4Rooms) and the success test fires there. The torso is pushed by an external force, see TorsoDriver."""
+    seeds = range(10)
+    successes = sum(scripted_success(env_id, seed) for seed in seeds)
+    assert successes >= 9, f"{successes}/{len(seeds)} driven episodes succeeded"
+
+
+def test_four_rooms_walls_stop_the_ant() -> None:
+    """Driven from the north-east room straight at a point behind the middle wall, the torso stays east of it."""
+    env = gym.make("Ant4Rooms-v1")
+    seed = next(s for s in range(20) if env.reset(seed=s) and int(room_of(env.unwrapped.torso_xy())) == 0)
+    env.reset(seed=seed)
+    ant: AntGoalEnv = env.unwrapped
+    driver = TorsoDriver(ant, [np.array([-3.0, -1.0])])
+    for _ in range(200):
+        env.step(driver())
+        assert ant.torso_xy()[0] > 0.0
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", RENDER_IDS)
+def test_render_rgb_array_shows_the_scene_and_goal(env_id: str) -> None:
+    env = gym.make(env_id, render_mode="rgb_array", width=96, height=96)
     env.reset(seed=0)
     frame = env.render()
-    env.close()
     assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
     assert frame.std() > 10.0
+    # Moving the goal by a quarter of its bounds moves the markers in the picture.
+    unwrapped = env.unwrapped
+    low, high = unwrapped.goal_bounds()
+    unwrapped.goal = unwrapped.goal + (high - low) / 4
+    moved = env.render()
+    env.close()
+    assert np.abs(moved.astype(int) - frame.astype(int)).sum(axis=-1).astype(bool).sum() > 10
 
 
 def test_her_learns_on_blocks_o0(make_cfg, tmp_path: Path) -> None:

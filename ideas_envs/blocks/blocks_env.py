@@ -9,9 +9,9 @@ from typing import Any
 import mujoco
 import numpy as np
 from gymnasium.utils import EzPickle
-from gymnasium_robotics.utils import rotations
 
 from ideas_envs.fetch_goal_env import TABLE_TOP_Z, FetchGoalEnv
+from ideas_envs.mujoco_goal_env import remove_named
 
 SCENE_XML = files("ideas_envs.blocks") / "blocks.xml"
 MAX_BLOCKS = 4
@@ -97,10 +97,7 @@ class BlocksEnv(FetchGoalEnv, EzPickle):
         unused |= {f"target_{name}" for name in unused}
         if self.gripper_goal == "none":
             unused.add("target_gripper")
-        for parent in list(root.iter()):
-            for child in list(parent):
-                if child.tag in ("body", "site") and child.get("name") in unused:
-                    parent.remove(child)
+        remove_named(root, unused)
 
     def _reset_sim(self) -> bool:
         super()._reset_sim()
@@ -148,12 +145,7 @@ class BlocksEnv(FetchGoalEnv, EzPickle):
         gripper = self._gripper_observation()
         grip_pos, grip_velp = gripper[:3], gripper[5:8]
         features = [gripper]
-        for block in self.blocks:
-            pos = self._utils.get_site_xpos(self.model, self.data, block).copy()
-            rot = rotations.mat2euler(self._utils.get_site_xmat(self.model, self.data, block))
-            velp = self._utils.get_site_xvelp(self.model, self.data, block) * self.dt
-            velr = self._utils.get_site_xvelr(self.model, self.data, block) * self.dt
-            features += [pos, pos - grip_pos, rot, velp - grip_velp, velr]
+        features += [self._object_observation(block, grip_pos, grip_velp) for block in self.blocks]
         return {
             "observation": np.concatenate(features),
             "achieved_goal": self._achieved_goal(),

@@ -1,0 +1,212 @@
+"""Scripted solvers for our goal envs, written from each env's own state (not learned).
+
+They prove that a task is solvable within its episode limit and that its success test fires (tests/), and give
+the success rates in the README's env table (experiment/benchmark_envs.py). The ant "solver" pushes the torso
+with an external force: it proves that goals are reachable in the scene, not that the ant's gait gets there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from ideas_envs.ant_four_rooms.ant_four_rooms_env import ROOM_SIZE, ROOMS, Ant4RoomsEnv, doorway, room_of
+from ideas_envs.ant_goal_env import AntGoalEnv
+from ideas_envs.blocks.blocks_env import BlocksEnv
+from ideas_envs.button_unlock.button_unlock_env import ButtonUnlockEnv
+from ideas_envs.fetch_goal_env import FetchGoalEnv
+from ideas_envs.hook.hook_env import HookEnv
+
+
+def aim_action(env: FetchGoalEnv, target: np.ndarray, fingers: float) -> np.ndarray:
+    """Fetch action moving the grip towards ``target`` (proportional, saturating 7 cm away) with a finger command."""
+    move = np.clip((target - env.grip_position()) * 15.0, -1.0, 1.0)
+    return np.array([*move, fingers])
+
+
+class ScriptedStacker:
+    """Pick-and-place solver for Blocks: reads block and goal positions from the env.
+
+    For each block in goal order: hover over it, descend, close, lift, carry over its tower slot, lower,
+    open, rise; then move the gripper to its target. Proportional control on the grip position.
+    """
+
+    def __init__(self, env: BlocksEnv) -> None:
+        self.env = env
+        self.block = 0
+        self.phase = 0
+        self.wait = 0
+
+    def __call__(self) -> np.ndarray:
+        env = self.env
+        grip = env.grip_position()
+        goal = env.goal.reshape(-1, 3)
+        safe_z = goal[: env.n_objects, 2].max(initial=0.4) + 0.08
+        if self.block == env.n_objects:
+            target = goal[env.n_objects] if env.gripper_goal != "none" else grip
+            return aim_action(env, target, 1.0)
+        block = env._utils.get_site_xpos(env.model, env.data, env.blocks[self.block]).copy()
+        slot = goal[self.block]
+        waypoints = [  # (aim, fingers, tolerance or number of steps to wait)
+            (np.array([*block[:2], safe_z]), 1.0, 0.01),
+            (block, 1.0, 0.008),
+            (block, -1.0, -4),
+            (np.array([*grip[:2], safe_z]), -1.0, 0.02),
+            (np.array([*slot[:2], safe_z]), -1.0, 0.008),
+            (slot + np.array([0.0, 0.0, 0.005]), -1.0, 0.008),
+            (grip, 1.0, -3),
+            (np.array([*slot[:2], safe_z]), 1.0, 0.02),
+        ]
+        aim, fingers, done_when = waypoints[self.phase]
+        if done_when < 0:
+            self.wait += 1
+            finished = self.wait >= -done_when
+        else:
+            finished = np.linalg.norm(aim - grip) < done_when
+        if finished:
+            self.wait = 0
+            self.phase += 1
+            if self.phase == len(waypoints):
+                self.phase, self.block = 0, self.block + 1
+        return aim_action(env, aim, fingers)
+
+
+Waypoint = tuple[Callable[[], np.ndarray], float, float]
+
+
+class WaypointFollower:
+    """Fetch controller: visits grip targets in order, each given as (target function, fingers,
+    done when) where "done when" > 0 is a distance tolerance and < 0 a number of steps to wait there."""
+
+    def __init__(self, env: FetchGoalEnv, waypoints: list[Waypoint]) -> None:
+        self.env = env
+        self.waypoints = waypoints
+        self.index = 0
+        self.wait = 0
+
+    def __call__(self) -> np.ndarray:
+        if self.index == len(self.waypoints):
+            return np.zeros(4)
+        target_of, fingers, done_when = self.waypoints[self.index]
+        target = target_of()
+        if done_when < 0:
+            self.wait += 1
+            finished = self.wait >= -done_when
+        else:
+            finished = np.linalg.norm(target - self.env.grip_position()) < done_when
+        if finished:
+            self.index, self.wait = self.index + 1, 0
+        return aim_action(self.env, target, fingers)
+
+
+def fixed_once(position_of: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """A target computed when the follower first asks for it, then kept (e.g. "here, 8 cm higher")."""
+    memo: list[np.ndarray] = []
+
+    def target() -> np.ndarray:
+        if not memo:
+            memo.append(position_of())
+        return memo[0]
+
+    return target
+
+
+def hook_waypoints(env: HookEnv) -> list[Waypoint]:
+    """Grasp the handle's near end, bring the tip behind the block from the side, pull, move the tip out
+    sideways, release the hook, then pick the block and put it on the goal."""
+    site = lambda name: env._utils.get_site_xpos(env.model, env.data, name).copy()  # noqa: E731
+    grip = env.grip_position
+    block_x, block_y, _ = env.block_position()
+    # The handle's grasp point is 0.34 m behind the tip; the tip (10 cm towards +y) must pass beside the block.
+    reach_x = block_x - 0.27
+    return [
+        (lambda: site("hook_grasp") + [0.0, 0.0, 0.08], 1.0, 0.01),
+        (lambda: site("hook_grasp") + [0.0, 0.0, 0.005], 1.0, 0.008),
+        (grip, -1.0, -5),
+        (fixed_once(lambda: np.array([grip()[0], block_y - 0.16, 0.425])), -1.0, 0.01),
+        (lambda: np.array([reach_x, block_y - 0.16, 0.425]), -1.0, 0.01),
+        (lambda: np.array([reach_x, block_y - 0.075, 0.425]), -1.0, 0.01),
+        (lambda: np.array([1.07, block_y - 0.075, 0.425]), -1.0, 0.01),
+        (fixed_once(lambda: grip() - [0.0, 0.13, 0.0]), -1.0, 0.01),
+        (grip, 1.0, -3),
+        (fixed_once(lambda: grip() + [0.0, 0.0, 0.08]), 1.0, 0.01),
+        (lambda: env.block_position() + [0.0, 0.0, 0.08], 1.0, 0.01),
+        (env.block_position, 1.0, 0.008),
+        (grip, -1.0, -5),
+        (fixed_once(lambda: grip() + [0.0, 0.0, 0.06]), -1.0, 0.01),
+        (lambda: env.goal + [0.0, 0.0, 0.06], -1.0, 0.01),
+        (lambda: env.goal + [0.0, 0.0, 0.003], -1.0, 0.008),
+    ]
+
+
+def button_waypoints(env: ButtonUnlockEnv) -> list[Waypoint]:
+    """Press each button with the closed fingers (from 6 cm above, down 1 cm below the cap's rest centre),
+    then go to the goal region."""
+    waypoints: list[Waypoint] = []
+    for index in range(env.n_buttons):
+        cap = lambda index=index: env.button_position(index)  # noqa: E731
+        waypoints += [
+            (lambda cap=cap: cap() + [0.0, 0.0, 0.06], -1.0, 0.01),
+            (fixed_once(lambda cap=cap: cap() - [0.0, 0.0, 0.01]), -1.0, -8),
+            (lambda cap=cap: cap() + [0.0, 0.0, 0.06], -1.0, 0.01),
+        ]
+    return [*waypoints, (lambda: env.goal[:3], -1.0, 0.0)]
+
+
+class TorsoDriver:
+    """Pushes the ant's torso with an external horizontal force along waypoints at up to 1 m/s (the
+    joints get zero torque). Proves reachability in the scene, not that the ant's own gait gets there."""
+
+    def __init__(self, env: AntGoalEnv, waypoints: list[np.ndarray]) -> None:
+        self.env = env
+        self.waypoints = waypoints
+        self.torso = env.model.body("torso").id
+        self.mass = env.model.body_subtreemass[self.torso]
+
+    def __call__(self) -> np.ndarray:
+        xy = self.env.torso_xy()
+        if len(self.waypoints) > 1 and np.linalg.norm(self.waypoints[0] - xy) < 0.3:
+            self.waypoints.pop(0)
+        offset = self.waypoints[0] - xy
+        distance = np.linalg.norm(offset)
+        velocity = offset / max(distance, 1e-9) * min(1.0, 2.0 * distance)
+        self.env.data.xfrc_applied[self.torso, :2] = (velocity - self.env.data.qvel[:2]) * self.mass * 20.0
+        return np.zeros(8)
+
+
+def four_rooms_path(start: np.ndarray, goal: np.ndarray) -> list[np.ndarray]:
+    """Waypoints from the start to the goal through doorways: neighbouring rooms share one, the diagonal
+    room is reached through a neighbour's centre."""
+    start_room, goal_room = int(room_of(start)), int(room_of(goal))
+    if (ROOMS[start_room] == ROOMS[goal_room]).any():
+        return [doorway(start_room, goal_room), goal]
+    via = next(room for room in range(len(ROOMS)) if (ROOMS[room] == ROOMS[start_room]).sum() == 1)
+    return [doorway(start_room, via), ROOMS[via] * ROOM_SIZE / 2, doorway(via, goal_room), goal]
+
+
+def scripted_controller(env: gym.Env) -> Callable[[], np.ndarray]:
+    """The scripted solver for an env that was just reset: a callable giving the next action."""
+    unwrapped = env.unwrapped
+    if isinstance(unwrapped, BlocksEnv):
+        return ScriptedStacker(unwrapped)
+    if isinstance(unwrapped, HookEnv):
+        return WaypointFollower(unwrapped, hook_waypoints(unwrapped))
+    if isinstance(unwrapped, ButtonUnlockEnv):
+        return WaypointFollower(unwrapped, button_waypoints(unwrapped))
+    start, goal = unwrapped.torso_xy(), unwrapped.goal
+    return TorsoDriver(unwrapped, four_rooms_path(start, goal) if isinstance(unwrapped, Ant4RoomsEnv) else [goal])
+
+
+def scripted_success(env_id: str, seed: int) -> bool:
+    """Whether the scripted controller reaches success within the registered episode limit."""
+    env = gym.make(env_id)
+    env.reset(seed=seed)
+    controller = scripted_controller(env)
+    done = success = False
+    while not (done or success):
+        _, _, terminated, truncated, info = env.step(controller())
+        done, success = terminated or truncated, bool(info["is_success"])
+    env.close()
+    return success
