@@ -1,46 +1,57 @@
 """The sweep: an optuna study whose trials run asynchronously, each in a fresh process, until a stop condition.
 
-Parent process (this module's :class:`OptunaSweep`): validates the search space, opens (or resumes) the study,
-then keeps up to `n_jobs` trial processes busy: as soon as one ends, its result is told to the study and the
-next trial starts. A trial's process (:func:`run_trial_process`) runs one Hydra job per seed with the task
-function; the job reports per-epoch values to the study through `util.trial_reporting` and may be pruned.
-A trial that raises, returns NaN or whose process dies is told FAIL with the reason; the sweep goes on.
+Parent process (this module's :class:`OptunaSweep`): validates the search space, opens (or joins, or resumes)
+the study, then keeps up to `n_jobs` trials busy: as soon as one ends, its result is told to the study and the
+next trial starts. A trial runs one Hydra job per seed with the task function, in a fresh local process by
+default or through the configured Hydra launcher (e.g. submitit on SLURM), see `_trials`; the job reports
+per-epoch values to the study through `util.trial_reporting` and may be pruned. A trial that raises, returns
+NaN or whose process dies is told FAIL with the reason; the sweep goes on. Several sweeps (workers, on one
+machine or many) may share one study: see `_shared_study`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import logging
 import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import signal
+import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import optuna
+import sqlalchemy
+from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
-from hydra.core.utils import run_job, setup_globals
+from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.ideas_optuna_sweeper._search_space import SearchSpace, parse_search_space
+from hydra_plugins.ideas_optuna_sweeper._search_space import SearchSpace, format_value, parse_search_space
+from hydra_plugins.ideas_optuna_sweeper._shared_study import Heartbeat, StudyLock, open_storage, trials_in_budget
+from hydra_plugins.ideas_optuna_sweeper._trials import (
+    LauncherTrial,
+    ProcessTrial,
+    TrialJobs,
+    TrialOutcome,
+    describe,
+    job_run_dir,
+)
 from hydra_plugins.ideas_optuna_sweeper.config import DIRECTIONS, SAMPLERS, IdeasOptunaSweeperConf
 from util.comet_logger import comet_api_key_configured, offline_archives, upload_offline_archive
 from util.errors import ConfigError
 from util.mlflow_logger import MlflowRun
 from util.run_info import flatten, git_short_hash
-from util.trial_reporting import PRUNERS, TrialLink, TrialPruned, make_pruner
+from util.trial_reporting import ENV_VAR, PRUNERS, TrialLink, make_pruner
 
 log = logging.getLogger(__name__)
 
@@ -49,111 +60,13 @@ RESULTS_FILE = "optimization_results.yaml"
 EPOCH_CAP_ATTR = "epoch_cap"
 _FAILURE_RATE_MIN_TRIALS = 5  # a failure rate over fewer finished trials says little
 _POLL_SECONDS = 1.0  # how often the stop file and the clock are checked while trials run
-_ERROR_CHARS = 2000
-
-
-@dataclass
-class TrialOutcome:
-    """What a trial's process sends back: final state, per-seed values and epochs, env steps, error text."""
-
-    state: str  # COMPLETE, PRUNED or FAIL
-    values: list[float] = field(default_factory=list)
-    epochs: list[int] = field(default_factory=list)
-    env_steps: int = 0
-    error: str | None = None
-
-
-@dataclass
-class TrialJobs:
-    """The payload of a trial's process: how to run the task and one composed job config per seed."""
-
-    hydra_context: HydraContext
-    task_function: TaskFunction
-    singleton_state: dict[Any, Any]
-    configs: list[DictConfig]
-    link: TrialLink
-    trial_run_id: str
-    tracking_uri: str | None
-
-
-def training_runs(client: MlflowClient, experiment_name: str, run_dir: Path) -> list[Run]:
-    """The MLflow runs a training wrote for `run_dir` (tag `run_dir`, set by train)."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], filter_string=f"tags.run_dir = '{run_dir.resolve()}'")
-
-
-def _run_dir(config: DictConfig) -> Path:
-    return Path(str(config.hydra.sweep.dir)) / str(OmegaConf.select(config, "hydra.sweep.subdir"))
-
-
-def _mark_training_runs(client: MlflowClient, config: DictConfig, parent_run_id: str, state: str) -> list[Run]:
-    """Nest a job's training runs under the trial's run, tag them with the trial state; returns them."""
-    runs = training_runs(client, str(config.mlflow.experiment_name), _run_dir(config))
-    for run in runs:
-        client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_run_id)
-        client.set_tag(run.info.run_id, "sweep/state", state)
-        if state == "PRUNED" or run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "KILLED" if state == "PRUNED" else "FAILED")
-    return runs
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:_ERROR_CHARS]
-
-
-def _run_trial(jobs: TrialJobs) -> TrialOutcome:
-    setup_globals()
-    Singleton.set_state(jobs.singleton_state)
-    client = MlflowClient(jobs.tracking_uri)
-    outcome = TrialOutcome("COMPLETE")
-    for index, config in enumerate(jobs.configs):
-        os.environ.update(replace(jobs.link, report=index == 0).to_environ())
-        error: str | None = None
-        value = math.nan
-        pruned = False
-        try:
-            result = run_job(
-                hydra_context=jobs.hydra_context,
-                task_function=jobs.task_function,
-                config=config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-            value = float(result.return_value)
-        except TrialPruned as stop:
-            pruned, error = True, str(stop)
-        except SystemExit as stop:
-            error = f"the job exited with code {stop.code}"
-        except Exception as failure:  # the job's own error, re-raised by JobReturn.return_value
-            error = _describe(failure)
-        if error is None and not math.isfinite(value):
-            error = f"the objective is {value}"
-        state = "PRUNED" if pruned else "FAIL" if error is not None else "COMPLETE"
-        for run in _mark_training_runs(client, config, jobs.trial_run_id, state):
-            metrics = client.get_run(run.info.run_id).data.metrics
-            outcome.epochs.append(int(metrics.get("time/epoch", 0)))
-            outcome.env_steps += int(metrics.get("time/total_timesteps", 0))
-        if error is not None:
-            outcome.state, outcome.error = state, error
-            return outcome
-        outcome.values.append(value)
-    return outcome
-
-
-def run_trial_process(payload: bytes, connection: Connection) -> None:
-    """Entry point of a trial's process: run its jobs (one per seed) and send back a :class:`TrialOutcome`."""
-    jobs: TrialJobs = cloudpickle.loads(payload)
-    connection.send(_run_trial(jobs))
-    connection.close()
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 @dataclass
 class _RunningTrial:
     trial: optuna.Trial
-    process: BaseProcess
-    connection: Connection
+    runner: ProcessTrial | LauncherTrial
     run: MlflowRun
     configs: list[DictConfig]
     n_epochs: int
@@ -190,8 +103,13 @@ class OptunaSweep:
         self.busy_seconds = 0.0
         self.finished = 0
         self.failed = 0
-        self.started = 0
         self.stop_reason: str | None = None
+        self.budget_noted = False
+        self.waiting_noted = False
+        self.stale_checked = -math.inf
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.launcher: Launcher | None = None
+        self.heartbeat: Heartbeat | None = None
         self.plots_noted = False
         self.comet_key: bool | None = None  # looked up once, when the first trial leaves an archive
         self.archives_noted = False
@@ -215,6 +133,12 @@ class OptunaSweep:
             raise ConfigError("hydra.sweeper.max_failure_rate", f"must be in [0, 1], got {s.max_failure_rate}")
         if s.max_duration_minutes is not None and s.max_duration_minutes <= 0:
             raise ConfigError("hydra.sweeper.max_duration_minutes", "must be > 0 (or null for no limit)")
+        for key in ("heartbeat_interval", "grace_period"):
+            value = getattr(s, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"hydra.sweeper.{key}", f"must be an integer >= 1 (seconds) or null, got {value!r}")
+        if not isinstance(s.max_retry, int) or s.max_retry < 0:
+            raise ConfigError("hydra.sweeper.max_retry", f"must be an integer >= 0, got {s.max_retry!r}")
         if s.early_stop_factor <= 0:
             raise ConfigError("hydra.sweeper.early_stop_factor", f"must be > 0, got {s.early_stop_factor}")
         if s.pruner == "hyperband":
@@ -245,6 +169,10 @@ class OptunaSweep:
     def _storage_url(self) -> str:
         return self.settings.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
 
+    def _storage_shown(self) -> str:
+        """The storage URL without its password, for logs, MLflow and the results file."""
+        return sqlalchemy.engine.make_url(self._storage_url()).render_as_string(hide_password=True)
+
     def _study_name(self) -> str:
         if self.settings.study_name:
             return str(self.settings.study_name)
@@ -258,28 +186,60 @@ class OptunaSweep:
             return optuna.samplers.CmaEsSampler(seed=seed)
         if self.settings.sampler == "grid":  # the grid is enqueued (see _open_study); nothing left to sample
             return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=self.settings.n_jobs > 1)
+        # Constant liar: other trials still running (here or in another worker) count as bad, so TPE spreads out.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
     def _open_study(self, space: SearchSpace) -> optuna.Study:
+        """Create, join or resume the study, under the study lock (concurrent workers create tables and grid once)."""
         url = self._storage_url()
-        storage: Any = url
-        if url.startswith("sqlite:"):
-            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        study = optuna.create_study(
-            storage=storage,
-            study_name=self._study_name(),
-            sampler=self._sampler(space),
-            pruner=make_pruner(self.settings.pruner, self.pruner_kwargs),
-            direction=self.settings.direction,
-            load_if_exists=True,
-        )
-        if self.settings.sampler == "grid":
-            # Enqueued points rather than optuna's GridSampler, which calls `study.stop()` when the grid is done
-            # and so only works inside `study.optimize`.
-            grid = space.grid("search_space")
-            for values in itertools.product(*grid.values()):
-                study.enqueue_trial(dict(zip(grid, values)), skip_if_exists=True)
+        self.lock = StudyLock(url)
+        if not self.lock.exact:
+            log.warning("storage %s has no cross-worker lock: each worker may start one trial beyond n_trials", url)
+        with self.lock.held():
+            self.storage = open_storage(
+                url, self.settings.heartbeat_interval, self.settings.grace_period, self._on_stale_trial
+            )
+            study = optuna.create_study(
+                storage=self.storage,
+                study_name=self._study_name(),
+                sampler=self._sampler(space),
+                pruner=make_pruner(self.settings.pruner, self.pruner_kwargs),
+                direction=self.settings.direction,
+                load_if_exists=True,
+            )
+            if self.settings.sampler == "grid":
+                # Enqueued points rather than optuna's GridSampler, which calls `study.stop()` when the grid is
+                # done and so only works inside `study.optimize`.
+                grid = space.grid("search_space")
+                for values in itertools.product(*grid.values()):
+                    study.enqueue_trial(dict(zip(grid, values)), skip_if_exists=True)
+        if self.settings.heartbeat_interval is not None:
+            self.heartbeat = Heartbeat(self.storage, self.settings.heartbeat_interval)
         return study
+
+    def _on_stale_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """A trial of a dead worker was marked FAIL: enqueue its params again (up to max_retry times)."""
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.settings.max_retry)(study, trial)
+        log.warning(
+            "trial %d (worker %s) sent no heartbeat for %ss: marked FAIL%s",
+            trial.number,
+            trial.user_attrs.get("worker", "?"),
+            self.storage.grace_period or 2 * (self.settings.heartbeat_interval or 0),
+            "" if len(trial.system_attrs.get("retry_history", [])) >= self.settings.max_retry else ", its params are retried",
+        )
+        self._close_stale_trial_run(study.study_name, trial.number)
+
+    def _close_stale_trial_run(self, study_name: str, number: int) -> None:
+        """Mark a dead worker's MLflow run of the trial FAILED, when it is in this worker's tracking store."""
+        client = MlflowClient(self.tracking_uri)
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return
+        query = f"tags.`sweep/study` = '{study_name}' and tags.`sweep/trial` = '{number}' and attributes.status = 'RUNNING'"
+        for run in client.search_runs([experiment.experiment_id], filter_string=query):
+            client.set_tag(run.info.run_id, "sweep/state", "FAIL")
+            client.set_tag(run.info.run_id, "sweep/error", "its worker stopped sending heartbeats")
+            client.set_terminated(run.info.run_id, "FAILED")
 
     # ----- the loop -----
 
@@ -293,6 +253,8 @@ class OptunaSweep:
             sys.exit(2)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        self.tracking_uri = OmegaConf.select(self.config, "mlflow.tracking_uri")
+        self.experiment_name = str(OmegaConf.select(self.config, "mlflow.experiment_name", default="sweeps"))
         self.study = self._open_study(self.space)
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
         self.finished_before = len(self.study.get_trials(deepcopy=False, states=done))
@@ -301,8 +263,10 @@ class OptunaSweep:
             self.limit = min(self.limit, math.prod(len(v) for v in self.space.grid("search_space").values()))
         self.stop_file = self.sweep_dir / STOP_FILE
         self.stop_file.touch()
-        self.tracking_uri = OmegaConf.select(self.config, "mlflow.tracking_uri")
-        self.experiment_name = str(OmegaConf.select(self.config, "mlflow.experiment_name", default="sweeps"))
+        if OmegaConf.select(self.config, "hydra.launcher._target_") != _BASIC_LAUNCHER:
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=self.hydra_context, task_function=self.task_function, config=self.config
+            )
         self.sweep_run = MlflowRun(
             self.tracking_uri,
             self.experiment_name,
@@ -310,7 +274,8 @@ class OptunaSweep:
             {
                 "sweep_dir": str(self.sweep_dir),
                 "study_name": self.study.study_name,
-                "optuna_storage": self._storage_url(),
+                "optuna_storage": self._storage_shown(),
+                "sweep/worker": self.worker,
                 "git_commit": git_short_hash(),
                 "env": str(self.config.get("env", "")),
                 "algorithm": str(OmegaConf.select(self.config, "algorithm.name", default="")),
@@ -319,12 +284,14 @@ class OptunaSweep:
         settings = {k: v for k, v in vars(self.settings).items() if k != "_target_"}
         self.sweep_run.log_params(flatten({"sweeper": settings, "search_space": self._space_text()}))
         log.info(
-            "study %s in %s: %d trials finished before, up to %d in all, %d at once; stop: delete %s",
+            "study %s in %s: %d trials finished before, up to %d in all, %d at once on %s (worker %s); stop: delete %s",
             self.study.study_name,
-            self._storage_url(),
+            self._storage_shown(),
             self.finished_before,
             self.limit,
             self.settings.n_jobs,
+            type(self.launcher).__name__ if self.launcher else "local processes",
+            self.worker,
             self.stop_file,
         )
         self._loop()
@@ -334,18 +301,22 @@ class OptunaSweep:
 
     def _loop(self) -> None:
         context = _process_context()
-        if context.get_start_method() == "forkserver":
+        if self.launcher is None and context.get_start_method() == "forkserver":
             multiprocessing.forkserver.ensure_running()  # its one-off imports are setup, not worker idle time
         self.clock_start = time.monotonic()
         self.free_since = {slot: self.clock_start for slot in range(self.settings.n_jobs)}
         status = "FINISHED"
         try:
             while True:
-                while self._stop() is None and len(self.running) < self.settings.n_jobs:
-                    self._start_trial(context)
+                self._fail_stale_trials()
+                while len(self.running) < self.settings.n_jobs and self._start_trial(context):
+                    pass
                 if not self.running:
-                    break
-                by_sentinel = {entry.process.sentinel: slot for slot, entry in self.running.items()}
+                    if not self._wait_for_other_workers():
+                        break
+                    time.sleep(_POLL_SECONDS)
+                    continue
+                by_sentinel = {entry.runner.sentinel: slot for slot, entry in self.running.items()}
                 ended = wait(list(by_sentinel), timeout=_POLL_SECONDS)
                 for sentinel in ended:
                     self._finish_trial(self.running.pop(by_sentinel[sentinel]))  # type: ignore[index]
@@ -355,12 +326,13 @@ class OptunaSweep:
             status = "KILLED"
             log.warning("interrupted: waiting for %d running trial(s) to checkpoint", len(self.running))
             for entry in list(self.running.values()):
-                entry.process.join(timeout=60)
-                if entry.process.is_alive():
-                    entry.process.kill()
-                    entry.process.join()
+                entry.runner.interrupt(timeout=60)
                 self._finish_trial(self.running.pop(entry.slot))
             self._write_records()
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+            self.lock.close()
         broken = self._failure_rate_exceeded()
         self._log_summary()
         self.sweep_run.finish("FAILED" if broken else status)
@@ -370,6 +342,26 @@ class OptunaSweep:
             print(f"error: {self.stop_reason}", file=sys.stderr)
             sys.exit(1)
 
+    def _fail_stale_trials(self) -> None:
+        """Every heartbeat interval: mark trials of dead workers FAIL (their params are retried, see _on_stale_trial)."""
+        interval = self.settings.heartbeat_interval
+        if interval is not None and time.monotonic() - self.stale_checked >= interval:
+            self.stale_checked = time.monotonic()
+            optuna.storages.fail_stale_trials(self.study)
+
+    def _wait_for_other_workers(self) -> bool:
+        """With this worker's trials done and n_trials used up: whether other workers still run trials.
+
+        A worker stays until then (with heartbeats on) so that a trial whose worker dies is retried here.
+        """
+        if self.heartbeat is None or self.stop_reason is not None:
+            return False
+        others = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if others and not self.waiting_noted:
+            log.info("waiting for %d trial(s) of other workers, to retry any whose worker dies", others)
+            self.waiting_noted = True
+        return others > 0
+
     def _failure_rate_exceeded(self) -> bool:
         return (
             self.finished >= _FAILURE_RATE_MIN_TRIALS
@@ -377,14 +369,12 @@ class OptunaSweep:
         )
 
     def _stop(self) -> str | None:
-        """Why no new trial may start (logged once), or None."""
+        """Why this worker may start no new trial at all (logged once), or None. See also `_ask`'s budget."""
         if self.stop_reason is not None:
             return self.stop_reason
         reason = None
         duration = self.settings.max_duration_minutes
-        if self.finished_before + self.started >= self.limit:
-            reason = f"{self.limit} trials reached"
-        elif not self.stop_file.exists():
+        if not self.stop_file.exists():
             reason = f"{STOP_FILE} was deleted"
         elif duration is not None and time.monotonic() - self.clock_start > duration * 60:
             reason = f"max_duration_minutes={duration} reached"
@@ -398,33 +388,69 @@ class OptunaSweep:
             log.info("no new trials: %s; waiting for %d running", reason, len(self.running))
         return reason
 
+    def _ask(self) -> optuna.Trial | None:
+        """A new trial, or None when the study's trials (all workers' together) use up n_trials.
+
+        Counting and asking happen under the study lock, so concurrent workers never overshoot n_trials.
+        """
+        with self.lock.held():
+            used = trials_in_budget(self.study.get_trials(deepcopy=False))
+            if used >= self.limit:
+                if not self.budget_noted:
+                    log.info("no new trials: %d trials reached in the study; %d running here", used, len(self.running))
+                    self.budget_noted = True
+                return None
+            self.budget_noted = False  # a stale trial was failed and retried: the budget opened up again
+            return self.study.ask(fixed_distributions=self.space.distributions)
+
     def _epoch_cap(self) -> int:
         cap = self.study.user_attrs.get(EPOCH_CAP_ATTR)
         if not self.settings.learned_early_stop or cap is None or "n_epochs" in self.space.distributions:
             return self.base_epochs
         return min(self.base_epochs, int(cap))
 
-    def _job_configs(self, trial: optuna.Trial, n_epochs: int) -> list[DictConfig]:
+    def _job_overrides(self, trial: optuna.Trial, n_epochs: int) -> list[list[str]]:
+        """One override list per seed: params, epoch cap, seed, the resolved sweep dir and the trial's link."""
         overrides = self.space.overrides(trial.params)
         if n_epochs != self.base_epochs:
             overrides.append(f"n_epochs={n_epochs}")
+        overrides.append(f"hydra.sweep.dir={format_value(str(self.sweep_dir))}")  # resolved once: one dir for all
+        link = TrialLink(
+            storage=self._storage_url(),
+            study_name=self.study.study_name,
+            trial_id=trial._trial_id,
+            metric=str(self.config.get("early_stop_data_column", "test/success_rate")),
+            pruner=self.settings.pruner,
+            pruner_kwargs=self.pruner_kwargs,
+        )
         n_seeds = self.settings.n_seeds_per_trial
         base_seed = int(self.config.get("seed", 0))
-        configs = []
+        jobs = []
         for index in range(n_seeds):
             seed = [f"seed={base_seed + index}"] if n_seeds > 1 else []
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, [*overrides, *seed])
+            # Through Hydra's env_set the link reaches the job whichever launcher runs it (only seed 0 reports).
+            text = replace(link, report=index == 0).to_environ()[ENV_VAR]
+            jobs.append([*overrides, *seed, f"++hydra.job.env_set.{ENV_VAR}={format_value(text)}"])
+        return jobs
+
+    def _job_configs(self, trial: optuna.Trial, overrides: list[list[str]]) -> list[DictConfig]:
+        configs = []
+        for index, job_overrides in enumerate(overrides):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, job_overrides)
             with open_dict(config):
-                config.hydra.job.id = config.hydra.job.num = trial.number * n_seeds + index
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.sweep.dir = str(self.sweep_dir)  # resolved once: every job in the same dir
+                config.hydra.job.id = config.hydra.job.num = trial.number * len(overrides) + index
             configs.append(config)
         return configs
 
-    def _start_trial(self, context: Any) -> None:
+    def _start_trial(self, context: Any) -> bool:
+        """Start the next trial in a free slot; False when no trial may start now."""
+        if self._stop() is not None:
+            return False
+        trial = self._ask()
+        if trial is None:
+            return False
         slot = min(set(range(self.settings.n_jobs)) - set(self.running))
-        trial = self.study.ask(fixed_distributions=self.space.distributions)
-        self.started += 1
+        trial.set_user_attr("worker", self.worker)
         n_epochs = self._epoch_cap()
         run = MlflowRun(
             self.tracking_uri,
@@ -435,58 +461,46 @@ class OptunaSweep:
                 "sweep/trial": str(trial.number),
                 "sweep/study": self.study.study_name,
                 "sweep/state": "RUNNING",
+                "sweep/worker": self.worker,
             },
         )
         run.log_params({**trial.params, "n_epochs": n_epochs})
         try:
-            configs = self._job_configs(trial, n_epochs)
+            overrides = self._job_overrides(trial, n_epochs)
+            configs = self._job_configs(trial, overrides)
         except Exception as error:  # a sampled value the config rejects: this trial fails, the sweep goes on
-            self._tell(trial, run, TrialOutcome("FAIL", error=_describe(error)), n_epochs)
-            return
-        link = TrialLink(
-            storage=self._storage_url(),
-            study_name=self.study.study_name,
-            trial_id=trial._trial_id,
-            metric=str(self.config.get("early_stop_data_column", "test/success_rate")),
-            pruner=self.settings.pruner,
-            pruner_kwargs=self.pruner_kwargs,
-        )
-        jobs = TrialJobs(
-            self.hydra_context, self.task_function, Singleton.get_state(), configs, link, run.run_id, self.tracking_uri
-        )
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=run_trial_process, args=(cloudpickle.dumps(jobs), sender), daemon=False)
-        process.start()
-        sender.close()
+            self._tell(trial, run, TrialOutcome("FAIL", error=describe(error)), n_epochs)
+            return True
+        if self.heartbeat is not None:
+            self.heartbeat.add(trial._trial_id)
+        runner: ProcessTrial | LauncherTrial
+        if self.launcher is None:
+            jobs = TrialJobs(
+                self.hydra_context, self.task_function, Singleton.get_state(), configs, run.run_id, self.tracking_uri
+            )
+            runner = ProcessTrial(context, jobs)
+        else:
+            first_job = trial.number * len(overrides)
+            runner = LauncherTrial(self.launcher, overrides, first_job, configs, run.run_id, self.tracking_uri)
         now = time.monotonic()
         self.idle_seconds += now - self.free_since[slot]
-        self.running[slot] = _RunningTrial(trial, process, receiver, run, configs, n_epochs, slot, now)
-        log.info("trial %d started (slot %d, pid %s): %s", trial.number, slot, process.pid, trial.params)
+        self.running[slot] = _RunningTrial(trial, runner, run, configs, n_epochs, slot, now)
+        log.info("trial %d started (slot %d, %s): %s", trial.number, slot, runner.where, trial.params)
+        return True
 
     def _finish_trial(self, entry: _RunningTrial) -> None:
-        entry.process.join()
+        outcome = entry.runner.outcome()
         now = time.monotonic()
         self.busy_seconds += now - entry.started
         self.free_since[entry.slot] = now
-        outcome: TrialOutcome | None = None
-        if entry.connection.poll():
-            try:
-                outcome = entry.connection.recv()
-            except (EOFError, OSError):
-                outcome = None
-        entry.connection.close()
-        if outcome is None:
-            code = entry.process.exitcode or 0
-            cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            outcome = TrialOutcome("FAIL", error=f"the trial's process died ({cause})")
-            for config in entry.configs:
-                _mark_training_runs(entry.run.client, config, entry.run.run_id, "FAIL")
         self._tell(entry.trial, entry.run, outcome, entry.n_epochs)
+        if self.heartbeat is not None:
+            self.heartbeat.discard(entry.trial._trial_id)
         self._send_comet_archives(entry.configs)
 
     def _send_comet_archives(self, configs: list[DictConfig]) -> None:
         """Upload a finished trial's offline Comet archives when a key exists; else say once where they are."""
-        archives = [archive for config in configs for archive in offline_archives(_run_dir(config))]
+        archives = [archive for config in configs for archive in offline_archives(job_run_dir(config))]
         if not archives:
             return
         if self.comet_key is None:
@@ -504,7 +518,13 @@ class OptunaSweep:
             self.archives_noted = True
 
     def _tell(self, trial: optuna.Trial, run: MlflowRun, outcome: TrialOutcome, n_epochs: int) -> None:
-        trial.set_user_attr("env_steps", outcome.env_steps)
+        try:
+            trial.set_user_attr("env_steps", outcome.env_steps)
+        except optuna.exceptions.UpdateFinishedTrialError:  # this worker's heartbeats lapsed: another failed it
+            log.warning("trial %d was marked FAIL by another worker (no heartbeat): its result is dropped", trial.number)
+            run.set_tags({"sweep/state": "FAIL", "sweep/error": "marked FAIL by another worker (no heartbeat)"})
+            run.finish("FAILED")
+            return
         trial.set_user_attr("epochs", outcome.epochs)
         trial.set_user_attr("n_epochs", n_epochs)
         if outcome.error:
@@ -548,7 +568,7 @@ class OptunaSweep:
             states[trial.state.name] = states.get(trial.state.name, 0) + 1
         summary: dict[str, Any] = {
             "study_name": self.study.study_name,
-            "storage": self._storage_url(),
+            "storage": self._storage_shown(),
             "direction": self.settings.direction,
             "sampler": self.settings.sampler,
             "pruner": self.settings.pruner,

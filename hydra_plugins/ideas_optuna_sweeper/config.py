@@ -44,6 +44,12 @@ class IdeasOptunaSweeperConf:
     # Cap `n_epochs` of new trials at early_stop_factor x the epochs of the fastest trial that early-stopped.
     learned_early_stop: bool = True
     early_stop_factor: float = 1.5
+    # Seconds between heartbeats of each running trial (several workers may share the study); null = none.
+    # A trial without a heartbeat for grace_period seconds (null = 2 x heartbeat_interval) is marked FAIL by
+    # any worker of the study, and its params are enqueued again up to max_retry times.
+    heartbeat_interval: Optional[int] = 60
+    grace_period: Optional[int] = None
+    max_retry: int = 2
 
 
 ConfigStore.instance().store(
