@@ -17,5 +17,10 @@ TESTING_ENVS: dict[str, str] = {
     "Blocks-o0-gripper_above-v1": CONTINUOUS,
     "Blocks-o1-gripper_random-v1": CONTINUOUS,
     "Blocks-o2-gripper_none-v1": CONTINUOUS,
+    "Hook-o1-v1": CONTINUOUS,
+    "ButtonUnlock-o1-v1": CONTINUOUS,
+    "ButtonUnlock-o2-v1": CONTINUOUS,
+    "AntReacher-v1": CONTINUOUS,
+    "Ant4Rooms-v1": CONTINUOUS,
     "BitFlipping-v0": DISCRETE,
 }

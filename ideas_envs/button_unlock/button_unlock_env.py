@@ -22,7 +22,7 @@ GOAL_HEIGHT = (0.1, 0.3)  # goal region centre: this high over the table
 GOAL_SPREAD = 0.15  # goal region centre: within this of the gripper's start, in x and y
 UNPRESSED_RGBA = np.array([0.85, 0.15, 0.15, 1.0])
 PRESSED_RGBA = np.array([0.15, 0.75, 0.2, 1.0])
-LOCKED_RGBA = np.array([0.5, 0.5, 0.5, 0.4])
+LOCKED_RGBA = np.array([1.0, 0.55, 0.0, 0.5])
 UNLOCKED_RGBA = np.array([0.15, 0.75, 0.2, 0.5])
 
 
@@ -52,7 +52,7 @@ class ButtonUnlockEnv(FetchGoalEnv, EzPickle):
     - Episode end: never terminated (continuing task); the registered ids truncate after ``50 (N + 1)``
       steps (50 per button and 50 for the region).
     - Rendering: ``rgb_array`` (offscreen) or ``human``; button caps are red, green once pressed; a
-      translucent sphere of the success radius marks the goal region, grey while locked, green unlocked.
+      translucent sphere of the success radius marks the goal region, orange while locked, green unlocked.
     - Versions: v1, first version on the official ``mujoco`` bindings (ideas_deep_rl2's ``ButtonUnlock`` ids
       ran on mujoco-py); v1 keeps the ids.
 
