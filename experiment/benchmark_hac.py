@@ -21,8 +21,14 @@ from experiment.cli import CONF_DIR, register_resolvers
 from experiment.train import train
 
 
-def first_success(seed: int, max_steps: int, threshold: float, overrides: list[str], workdir: Path) -> tuple[int | None, float | None]:
-    """Train one seed; (env steps, wall seconds) at the first epoch with success >= threshold, or Nones."""
+def train_to_threshold(
+    overrides: list[str], threshold: float, workdir: Path, experiment: str, name: str
+) -> tuple[int | None, float | None]:
+    """Train one configuration in-process until its test success first reaches `threshold` (or the budget ends).
+
+    Returns (env steps, wall seconds of training plus testing) at that epoch, or Nones. The run logs to the
+    MLflow store `workdir/mlflow.db` under `experiment` and writes into `workdir/name`.
+    """
     reached: list[tuple[int, float]] = []
     started = time.perf_counter()
 
@@ -30,30 +36,39 @@ def first_success(seed: int, max_steps: int, threshold: float, overrides: list[s
         if not reached and metrics.get("test/success_rate", 0.0) >= threshold:
             reached.append((int(metrics["time/total_timesteps"]), time.perf_counter() - started))
 
-    epoch_steps = 1000
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "main",
             overrides=[
-                "env=FetchReach-v4",
-                "algorithm=hac",
-                "algorithm.time_scales=[5,-1]",
-                f"seed={seed}",
-                f"eval_after_n_steps={epoch_steps}",
-                f"n_epochs={max_steps // epoch_steps}",
-                "n_test_rollouts=10",
                 f"early_stop_threshold={threshold}",
                 "early_stop_last_n=1",
                 "progress_bar=false",
                 "save_model_freq=0",
                 f"base_logdir={workdir / 'data'}",
                 f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
-                "mlflow.experiment_name=benchmark_hac",
+                f"mlflow.experiment_name={experiment}",
                 *overrides,
             ],
         )
-    train(cfg, run_dir=workdir / f"seed{seed}", epoch_hooks=[hook])
+    train(cfg, run_dir=workdir / name, epoch_hooks=[hook])
     return reached[0] if reached else (None, None)
+
+
+def first_success(
+    seed: int, max_steps: int, threshold: float, overrides: list[str], workdir: Path
+) -> tuple[int | None, float | None]:
+    """Train 2-layer HAC on FetchReach-v4 for one seed; (env steps, wall seconds) at the first test >= threshold."""
+    epoch_steps = 1000
+    fetch_reach = [
+        "env=FetchReach-v4",
+        "algorithm=hac",
+        "algorithm.time_scales=[5,-1]",
+        f"seed={seed}",
+        f"eval_after_n_steps={epoch_steps}",
+        f"n_epochs={max_steps // epoch_steps}",
+        "n_test_rollouts=10",
+    ]
+    return train_to_threshold([*fetch_reach, *overrides], threshold, workdir, "benchmark_hac", f"seed{seed}")
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ def pays_one_at_goal(env: gym.Env) -> bool:
         return False
     goal = np.zeros(space["desired_goal"].shape)
     at_goal, away = (
-        float(np.asarray(compute_reward(goal, desired, {})).reshape(-1)[0]) for desired in (goal, goal + _PROBE_DISTANCE)
+        float(np.asarray(compute_reward(goal, desired, {})).reshape(-1)[0])
+        for desired in (goal, goal + _PROBE_DISTANCE)
     )
     return at_goal == 1.0 and away == 0.0
 

@@ -1,0 +1,105 @@
+"""Benchmark: 2-layer HAC against flat HER-SAC on a long-horizon maze, same env, budget, seeds and test protocol.
+
+    python experiment/benchmark_hac_maze.py [--seeds 0 1 2] [--max-steps 60000] [--eval-every 2000]
+        [--threshold 0.8] [--workdir data/benchmark_hac_maze] [--plot docs/pointmaze_medium_hac_vs_her.png]
+        [--hac OVERRIDE ...] [--her OVERRIDE ...]
+
+Issue 4's bar: on PointMaze_Medium-v3 (or harder) 2-layer HAC reaches test success >= 0.8 in at most half the env
+steps flat HER-SAC needs. For every seed it trains HAC, then HER-SAC (one run at a time, in-process through
+`train(cfg)`), each with `--eval-every` env steps per epoch, 10 deterministic test episodes per epoch and at most
+`--max-steps` env steps; a run stops at its first test >= threshold. The maze is episodic
+(`env_kwargs.continuing_task=false`: an episode ends on success or after 600 steps) and pays -1/0 through the
+env factory's reward-convention wrapper. It prints env steps and wall seconds to the threshold per run, the
+medians (a run that never reached it counts as more than the budget), their ratio, and draws both learning curves
+from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+
+from experiment import plot
+from experiment.benchmark_hac import train_to_threshold
+from experiment.cli import register_resolvers
+
+ENV = "PointMaze_Medium-v3"
+# Shared by both algorithms: the episodic maze and the test protocol.
+COMMON = [f"env={ENV}", "+env_kwargs.continuing_task=false", "n_test_rollouts=10"]
+# 2 layers: 10 subgoals of at most 60 steps each fill the 600-step episode.
+HAC = ["algorithm=hac", "algorithm.time_scales=[10,-1]"]
+HER_SAC = ["algorithm=her", "algorithm.model_class=sac"]
+
+
+def _median(steps: list[int | None]) -> float:
+    """Median env steps; a run that did not reach the threshold counts as infinitely many."""
+    return statistics.median(math.inf if s is None else s for s in steps)
+
+
+def _shown(steps: float, budget: int) -> str:
+    return f"> {budget}" if math.isinf(steps) else f"{steps:.0f}"
+
+
+def main() -> None:
+    """Run HAC and HER-SAC for every seed, one run at a time, then print the comparison and draw the curves."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-steps", type=int, default=60_000)
+    parser.add_argument("--eval-every", type=int, default=2000, help="env steps per epoch (a test after each)")
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--workdir", type=Path, default=Path("data/benchmark_hac_maze"))
+    parser.add_argument(
+        "--experiment", default=f"benchmark_hac_maze_{time.strftime('%Y%m%d_%H%M%S')}",
+        help="MLflow experiment of these runs (default: a new one per invocation, so the plot shows only them)",
+    )
+    parser.add_argument("--plot", type=Path, default=None, help="write both learning curves to this PNG (and PDF)")
+    parser.add_argument("--hac", nargs="*", default=[], help="extra Hydra overrides for HAC")
+    parser.add_argument("--her", nargs="*", default=[], help="extra Hydra overrides for HER-SAC")
+    args = parser.parse_args()
+    register_resolvers()
+    budget = [f"eval_after_n_steps={args.eval_every}", f"n_epochs={args.max_steps // args.eval_every}"]
+    runs = {"hac": [*HAC, *args.hac], "her-sac": [*HER_SAC, *args.her]}
+    steps: dict[str, list[int | None]] = {name: [] for name in runs}
+    for seed in args.seeds:
+        for name, overrides in runs.items():
+            reached, seconds = train_to_threshold(
+                [*COMMON, *budget, f"seed={seed}", *overrides],
+                args.threshold,
+                args.workdir,
+                args.experiment,
+                f"{name}_seed{seed}",
+            )
+            steps[name].append(reached)
+            shown = "not reached" if reached is None else f"{reached} env steps, {seconds:.0f} s"
+            print(f"seed {seed} {name}: test/success_rate >= {args.threshold}: {shown}", flush=True)
+    hac, her = _median(steps["hac"]), _median(steps["her-sac"])
+    print(f"median env steps to >= {args.threshold} over seeds {args.seeds} (budget {args.max_steps}): "
+          f"HAC {_shown(hac, args.max_steps)}, HER-SAC {_shown(her, args.max_steps)}")
+    if math.isinf(hac):
+        print("ratio HAC / HER-SAC: undefined (HAC did not reach the threshold)")
+    elif math.isinf(her):
+        print(f"ratio HAC / HER-SAC: < {hac / args.max_steps:.2f} (HER-SAC did not reach it within the budget)")
+    else:
+        print(f"ratio HAC / HER-SAC: {hac / her:.2f} (issue 4's bar: <= 0.5)")
+    if args.plot is not None:
+        plot.main([
+            "--tracking-uri", f"sqlite:///{args.workdir / 'mlflow.db'}",
+            "--experiment", args.experiment,
+            "--env", ENV,
+            "--group-by", "algorithm",
+            "--title", f"{ENV}: 2-layer HAC vs flat HER-SAC, seeds {' '.join(map(str, args.seeds))}",
+            "--out", str(args.plot),
+        ])
+    extra = [f"--hac {' '.join(args.hac)}" if args.hac else "", f"--her {' '.join(args.her)}" if args.her else ""]
+    command = " ".join(
+        ["python experiment/benchmark_hac_maze.py", "--seeds", *map(str, args.seeds),
+         "--max-steps", str(args.max_steps), "--eval-every", str(args.eval_every), *filter(None, extra)]
+    )
+    print(f"reproduce: {command}")
+
+
+if __name__ == "__main__":
+    main()
