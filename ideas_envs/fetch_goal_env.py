@@ -100,17 +100,17 @@ class FetchGoalEnv(MujocoGoalEnv):
             self._utils.set_joint_qpos(self.model, self.data, name, value)
         self._utils.reset_mocap_welds(self.model, self.data)
         mujoco.mj_forward(self.model, self.data)
-        grip = self._utils.get_site_xpos(self.model, self.data, "robot0:grip")
+        grip = self.grip_position()
         start = grip + GRIPPER_START_OFFSET + np.array([0.0, 0.0, self.gripper_extra_height])
         self.data.mocap_pos[self._arm_mocap] = start
         self.data.mocap_quat[self._arm_mocap] = GRIPPER_DOWN_QUAT
         for _ in range(10):
             mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
-        self.initial_gripper_xpos = self._utils.get_site_xpos(self.model, self.data, "robot0:grip").copy()
+        self.initial_gripper_xpos = self.grip_position()
 
     def _gripper_observation(self) -> np.ndarray:
         """Grip position, finger positions, grip velocity and finger velocities (10 values)."""
-        grip_pos = self._utils.get_site_xpos(self.model, self.data, "robot0:grip").copy()
+        grip_pos = self.grip_position()
         grip_velp = self._utils.get_site_xvelp(self.model, self.data, "robot0:grip") * self.dt
         finger_pos = [self._utils.get_joint_qpos(self.model, self.data, j)[0] for j in FINGER_JOINTS]
         finger_vel = [self._utils.get_joint_qvel(self.model, self.data, j)[0] * self.dt for j in FINGER_JOINTS]
@@ -119,7 +119,7 @@ class FetchGoalEnv(MujocoGoalEnv):
     def _object_observation(self, site: str, grip_pos: np.ndarray, grip_velp: np.ndarray) -> np.ndarray:
         """A free object's features (15 values) from its site: position, position relative to the grip,
         orientation as Euler angles, velocity relative to the grip, angular velocity (velocities per step)."""
-        pos = self._utils.get_site_xpos(self.model, self.data, site).copy()
+        pos = self.site_position(site)
         rot = rotations.mat2euler(self._utils.get_site_xmat(self.model, self.data, site))
         velp = self._utils.get_site_xvelp(self.model, self.data, site) * self.dt
         velr = self._utils.get_site_xvelr(self.model, self.data, site) * self.dt
@@ -127,4 +127,4 @@ class FetchGoalEnv(MujocoGoalEnv):
 
     def grip_position(self) -> np.ndarray:
         """World position of the grip site (between the fingers)."""
-        return self._utils.get_site_xpos(self.model, self.data, "robot0:grip").copy()
+        return self.site_position("robot0:grip")

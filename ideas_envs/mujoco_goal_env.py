@@ -144,6 +144,10 @@ class MujocoGoalEnv(MujocoRobotEnv):
             raise ValueError(f"goal marker body {body_name!r} must be a mocap body (mocap=\"true\")")
         return mocap_id
 
+    def site_position(self, name: str) -> np.ndarray:
+        """World position of the named site (a copy), e.g. an object's centre for observations and solvers."""
+        return self.data.site(name).xpos.copy()
+
     def part_distances(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
         """Distance per goal part (last axis), for single goals and batches; envs whose goals hold more than
         positions override it (e.g. a flag part whose distance is 0 when it matches)."""

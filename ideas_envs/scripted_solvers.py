@@ -47,7 +47,7 @@ class ScriptedStacker:
         if self.block == env.n_objects:
             target = goal[env.n_objects] if env.gripper_goal != "none" else grip
             return aim_action(env, target, 1.0)
-        block = env._utils.get_site_xpos(env.model, env.data, env.blocks[self.block]).copy()
+        block = env.site_position(env.blocks[self.block])
         slot = goal[self.block]
         waypoints = [  # (aim, fingers, tolerance or number of steps to wait)
             (np.array([*block[:2], safe_z]), 1.0, 0.01),
@@ -116,19 +116,23 @@ def fixed_once(position_of: Callable[[], np.ndarray]) -> Callable[[], np.ndarray
 def hook_waypoints(env: HookEnv) -> list[Waypoint]:
     """Grasp the handle's near end, bring the tip behind the block from the side, pull, move the tip out
     sideways, release the hook, then pick the block and put it on the goal."""
-    site = lambda name: env._utils.get_site_xpos(env.model, env.data, name).copy()  # noqa: E731
+    grasp = lambda: env.site_position("hook_grasp")  # noqa: E731
     grip = env.grip_position
     block_x, block_y, _ = env.block_position()
-    # The handle's grasp point is 0.34 m behind the tip; the tip (10 cm towards +y) must pass beside the block.
+    # The grasp point is 0.34 m behind the tip: with the grip here the tip is 7 cm beyond the block's centre.
     reach_x = block_x - 0.27
+    # Handle lines (y): the tip (10 cm towards +y) passes beside the block, then stands behind it.
+    beside, behind = block_y - 0.16, block_y - 0.075
+    z = 0.425  # grip height holding the hook flat on the table
+    pulled_x = 1.07  # just inside the gripper's bound (x >= 1.05 m)
     return [
-        (lambda: site("hook_grasp") + [0.0, 0.0, 0.08], 1.0, 0.01),
-        (lambda: site("hook_grasp") + [0.0, 0.0, 0.005], 1.0, 0.008),
+        (lambda: grasp() + [0.0, 0.0, 0.08], 1.0, 0.01),
+        (lambda: grasp() + [0.0, 0.0, 0.005], 1.0, 0.008),
         (grip, -1.0, -5),
-        (fixed_once(lambda: np.array([grip()[0], block_y - 0.16, 0.425])), -1.0, 0.01),
-        (lambda: np.array([reach_x, block_y - 0.16, 0.425]), -1.0, 0.01),
-        (lambda: np.array([reach_x, block_y - 0.075, 0.425]), -1.0, 0.01),
-        (lambda: np.array([1.07, block_y - 0.075, 0.425]), -1.0, 0.01),
+        (fixed_once(lambda: np.array([grip()[0], beside, z])), -1.0, 0.01),
+        (lambda: np.array([reach_x, beside, z]), -1.0, 0.01),
+        (lambda: np.array([reach_x, behind, z]), -1.0, 0.01),
+        (lambda: np.array([pulled_x, behind, z]), -1.0, 0.01),
         (fixed_once(lambda: grip() - [0.0, 0.13, 0.0]), -1.0, 0.01),
         (grip, 1.0, -3),
         (fixed_once(lambda: grip() + [0.0, 0.0, 0.08]), 1.0, 0.01),
@@ -195,8 +199,11 @@ def scripted_controller(env: gym.Env) -> Callable[[], np.ndarray]:
         return WaypointFollower(unwrapped, hook_waypoints(unwrapped))
     if isinstance(unwrapped, ButtonUnlockEnv):
         return WaypointFollower(unwrapped, button_waypoints(unwrapped))
-    start, goal = unwrapped.torso_xy(), unwrapped.goal
-    return TorsoDriver(unwrapped, four_rooms_path(start, goal) if isinstance(unwrapped, Ant4RoomsEnv) else [goal])
+    if isinstance(unwrapped, Ant4RoomsEnv):
+        return TorsoDriver(unwrapped, four_rooms_path(unwrapped.torso_xy(), unwrapped.goal))
+    if isinstance(unwrapped, AntGoalEnv):
+        return TorsoDriver(unwrapped, [unwrapped.goal])
+    raise ValueError(f"no scripted solver for {type(unwrapped).__name__}")
 
 
 def scripted_success(env_id: str, seed: int) -> bool:

@@ -136,7 +136,7 @@ class BlocksEnv(FetchGoalEnv, EzPickle):
         return np.tile(low, n_parts), np.tile(high, n_parts)
 
     def _achieved_goal(self) -> np.ndarray:
-        parts = [self._utils.get_site_xpos(self.model, self.data, block).copy() for block in self.blocks]
+        parts = [self.site_position(block) for block in self.blocks]
         if self.gripper_goal != "none":
             parts.append(self.grip_position())
         return np.concatenate(parts) if parts else np.zeros(0)

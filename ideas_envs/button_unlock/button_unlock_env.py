@@ -129,7 +129,7 @@ class ButtonUnlockEnv(FetchGoalEnv, EzPickle):
 
     def button_position(self, index: int) -> np.ndarray:
         """World position of button ``index``'s cap centre."""
-        return self._utils.get_site_xpos(self.model, self.data, self.buttons[index]).copy()
+        return self.site_position(self.buttons[index])
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         gripper = self._gripper_observation()

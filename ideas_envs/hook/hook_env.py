@@ -95,7 +95,7 @@ class HookEnv(FetchGoalEnv, EzPickle):
 
     def block_position(self) -> np.ndarray:
         """World position of the block's centre, the achieved goal."""
-        return self._utils.get_site_xpos(self.model, self.data, "object0").copy()
+        return self.site_position("object0")
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         gripper = self._gripper_observation()
