@@ -2,6 +2,7 @@
 
 `env_kwargs.fault`: any value starting with `ok` behaves normally; `raise` raises on reset, `kill` kills its own
 process with SIGKILL on reset, `nan_success` reports `is_success = NaN` (so the trial's objective is NaN).
+:func:`sweep_command` is a tiny `--multirun` over this env, as the sweeper tests start it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
 from ideas_envs.bit_flipping.bit_flipping_env import BitFlippingEnv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class FaultyBitFlippingEnv(BitFlippingEnv):
@@ -41,3 +46,34 @@ class FaultyBitFlippingEnv(BitFlippingEnv):
 
 if "Faulty-v0" not in gym.registry:
     gym.register(id="Faulty-v0", entry_point=FaultyBitFlippingEnv, max_episode_steps=4)
+
+
+def sweep_command(tmp: Path, *args: str, name: str = "sweep") -> tuple[list[str], dict[str, str]]:
+    """Command and environment of a 2-epoch DQN `--multirun` on Faulty-v0 in `tmp` (sweep dir `tmp/<name>`).
+
+    `args` are further overrides; MLflow goes to `tmp/<name>-mlflow.db` (`tmp/mlflow.db` for the default name),
+    study `faults`, Comet off and no API key (HOME is `tmp`).
+    """
+    mlflow_db = tmp / ("mlflow.db" if name == "sweep" else f"{name}-mlflow.db")
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "experiment" / "train.py"),
+        "--multirun",
+        "env=tests.sweeper_faults:Faulty-v0",
+        "~search_space",
+        "algorithm.model_class=dqn",
+        "n_epochs=2",
+        "eval_after_n_steps=100",
+        "n_test_rollouts=2",
+        "algorithm.learner.learning_starts=50",
+        "progress_bar=false",
+        "comet.mode=off",
+        f"mlflow.tracking_uri=sqlite:///{mlflow_db}",
+        f"base_logdir={tmp / 'data'}",
+        f"hydra.sweep.dir={tmp / name}",
+        "hydra.sweeper.study_name=faults",
+        *args,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1", HOME=str(tmp))
+    env.pop("COMET_API_KEY", None)
+    return command, env

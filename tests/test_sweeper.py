@@ -6,10 +6,8 @@ trial raise, return NaN or kill its own process, with a grid over the faults so 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -22,36 +20,16 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hydra_plugins.ideas_optuna_sweeper._impl import RESULTS_FILE, STOP_FILE
 from hydra_plugins.ideas_optuna_sweeper._search_space import parse_search_space
+from tests.sweeper_faults import sweep_command
 from util.comet_logger import offline_archives
 from util.errors import ConfigError
 from util.trial_reporting import TrialLink, TrialPruned, epoch_hooks
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAULTS = "ok_a,ok_b,ok_c,raise,nan_success,kill"
 
 
 def _sweep(tmp: Path, *args: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    command = [
-        sys.executable,
-        str(PROJECT_ROOT / "experiment" / "train.py"),
-        "--multirun",
-        "env=tests.sweeper_faults:Faulty-v0",
-        "~search_space",
-        "algorithm.model_class=dqn",
-        "n_epochs=2",
-        "eval_after_n_steps=100",
-        "n_test_rollouts=2",
-        "algorithm.learner.learning_starts=50",
-        "progress_bar=false",
-        "comet.mode=off",
-        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-        f"base_logdir={tmp / 'data'}",
-        f"hydra.sweep.dir={tmp / 'sweep'}",
-        "hydra.sweeper.study_name=faults",
-        *args,
-    ]
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1", HOME=str(tmp))  # HOME: no ~/.comet.config
-    env.pop("COMET_API_KEY", None)
+    command, env = sweep_command(tmp, *args)
     if not wait:
         return subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)

@@ -37,7 +37,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.ideas_optuna_sweeper._search_space import SearchSpace, format_value, parse_search_space
-from hydra_plugins.ideas_optuna_sweeper._shared_study import Heartbeat, StudyLock, open_storage, trials_in_budget
+from hydra_plugins.ideas_optuna_sweeper._shared_study import (
+    Heartbeat,
+    StudyLock,
+    fail_stale_trials,
+    open_storage,
+    quiet_heartbeat_warnings,
+    trials_in_budget,
+)
 from hydra_plugins.ideas_optuna_sweeper._trials import (
     LauncherTrial,
     ProcessTrial,
@@ -196,9 +203,8 @@ class OptunaSweep:
         if not self.lock.exact:
             log.warning("storage %s has no cross-worker lock: each worker may start one trial beyond n_trials", url)
         with self.lock.held():
-            self.storage = open_storage(
-                url, self.settings.heartbeat_interval, self.settings.grace_period, self._on_stale_trial
-            )
+            s = self.settings
+            self.storage = open_storage(url, s.heartbeat_interval, s.grace_period, s.max_retry, self._on_stale_trial)
             study = optuna.create_study(
                 storage=self.storage,
                 study_name=self._study_name(),
@@ -218,14 +224,14 @@ class OptunaSweep:
         return study
 
     def _on_stale_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """A trial of a dead worker was marked FAIL: enqueue its params again (up to max_retry times)."""
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.settings.max_retry)(study, trial)
+        """A trial of a dead worker was marked FAIL (and its params enqueued again): say so, close its MLflow run."""
+        retried = len(trial.system_attrs.get("retry_history", [])) < self.settings.max_retry
         log.warning(
             "trial %d (worker %s) sent no heartbeat for %ss: marked FAIL%s",
             trial.number,
             trial.user_attrs.get("worker", "?"),
             self.storage.grace_period or 2 * (self.settings.heartbeat_interval or 0),
-            "" if len(trial.system_attrs.get("retry_history", [])) >= self.settings.max_retry else ", its params are retried",
+            ", its params are retried" if retried else f", not retried (max_retry={self.settings.max_retry})",
         )
         self._close_stale_trial_run(study.study_name, trial.number)
 
@@ -347,7 +353,7 @@ class OptunaSweep:
         interval = self.settings.heartbeat_interval
         if interval is not None and time.monotonic() - self.stale_checked >= interval:
             self.stale_checked = time.monotonic()
-            optuna.storages.fail_stale_trials(self.study)
+            fail_stale_trials(self.study)
 
     def _wait_for_other_workers(self) -> bool:
         """With this worker's trials done and n_trials used up: whether other workers still run trials.
@@ -401,7 +407,8 @@ class OptunaSweep:
                     self.budget_noted = True
                 return None
             self.budget_noted = False  # a stale trial was failed and retried: the budget opened up again
-            return self.study.ask(fixed_distributions=self.space.distributions)
+            with quiet_heartbeat_warnings():
+                return self.study.ask(fixed_distributions=self.space.distributions)
 
     def _epoch_cap(self) -> int:
         cap = self.study.user_attrs.get(EPOCH_CAP_ATTR)

@@ -33,24 +33,54 @@ log = logging.getLogger(__name__)
 _ADVISORY_LOCK_KEY = 0x1DEA5_0B7A
 
 
+@contextlib.contextmanager
+def quiet_heartbeat_warnings() -> Iterator[None]:
+    """Silence optuna's warnings about heartbeats in this block: they say nothing our users could act on.
+
+    Optuna 5 calls heartbeats and retries "experimental" and warns on every use, and warns on every `ask` that
+    heartbeats are meant for `Study.optimize` (we record them ourselves, see :class:`Heartbeat`).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None,
     grace_period: int | None,
-    on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None,
+    max_retry: int,
+    on_stale_trial: Callable[[optuna.Study, FrozenTrial], None],
 ) -> optuna.storages.RDBStorage:
-    """An RDB storage for `url`, with heartbeats and a stale-trial callback when `heartbeat_interval` is set."""
+    """An RDB storage for `url`; with `heartbeat_interval` set, trials beat and stale ones are failed and retried.
+
+    A stale trial (its worker died) is enqueued again with its params, up to `max_retry` times, by optuna's
+    retry callback; `on_stale_trial` is then told about it.
+    """
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
     heartbeat: dict[str, Any] = {}
-    if heartbeat_interval is not None:
-        heartbeat = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": grace_period,
-            "heartbeat_stale_trial_callback": on_stale_trial,
-        }
-    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 5: one warning per worker says nothing
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_heartbeat_warnings():
+        if heartbeat_interval is not None:
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+            def stale(study: optuna.Study, trial: FrozenTrial) -> None:
+                with quiet_heartbeat_warnings():
+                    retry(study, trial)
+                on_stale_trial(study, trial)
+
+            heartbeat = {
+                "heartbeat_interval": heartbeat_interval,
+                "grace_period": grace_period,
+                "heartbeat_stale_trial_callback": stale,
+            }
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Mark the study's trials whose worker stopped beating FAIL (and so retry them, see :func:`open_storage`)."""
+    with quiet_heartbeat_warnings():
+        optuna.storages.fail_stale_trials(study)
 
 
 class StudyLock:

@@ -12,8 +12,8 @@ import math
 import multiprocessing
 import os
 import signal
+import select
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -32,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf
 from util.trial_reporting import TrialPruned
 
 _ERROR_CHARS = 2000
-_ORPHAN_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -133,16 +132,22 @@ def _run_job(jobs: TrialJobs, config: DictConfig) -> Any:
     return result.return_value
 
 
-def _end_when_orphaned(parent_pid: int) -> None:
-    """SIGTERM this process once its parent is gone (the sweep died): train checkpoints and stops, no orphan."""
-    while os.getppid() == parent_pid:
-        time.sleep(_ORPHAN_CHECK_SECONDS)
+def _end_when_orphaned(pipe_fd: int) -> None:
+    """SIGTERM this process once the sweep that reads `pipe_fd` is gone: train checkpoints and stops, no orphan.
+
+    The write end of a pipe reports an error when its read end, the sweep's, closes: on exit or when killed.
+    (The parent pid says nothing here: the parent is the fork server, which may outlive the sweep.)
+    """
+    poller = select.poll()
+    poller.register(pipe_fd, 0)  # errors and hang-ups are always reported
+    poller.poll()
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_trial_process(payload: bytes, connection: Connection) -> None:
     """Entry point of a trial's process: run its jobs (one per seed) and send back a :class:`TrialOutcome`."""
-    threading.Thread(target=_end_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    watched = os.dup(connection.fileno())  # stays open after the connection is closed below
+    threading.Thread(target=_end_when_orphaned, args=(watched,), daemon=True).start()
     jobs: TrialJobs = cloudpickle.loads(payload)
     setup_globals()
     Singleton.set_state(jobs.singleton_state)
