@@ -29,8 +29,9 @@ from experiment.cli import register_resolvers
 ENV = "PointMaze_Medium-v3"
 # Shared by both algorithms: the episodic maze and the test protocol.
 COMMON = [f"env={ENV}", "+env_kwargs.continuing_task=false", "n_test_rollouts=10"]
-# 2 layers: 10 subgoals of at most 60 steps each fill the 600-step episode.
-HAC = ["algorithm=hac", "algorithm.time_scales=[10,-1]"]
+# 2 layers: 30 subgoals of at most 20 steps (about a cell) each fill the 600-step episode. Measured on seed 0
+# (first test >= 0.8 within 20k steps): [10,-1] not reached (best 0.7), [20,-1] 0.8 at 12k, [30,-1] 0.9 at 12k.
+HAC = ["algorithm=hac", "algorithm.time_scales=[30,-1]"]
 HER_SAC = ["algorithm=her", "algorithm.model_class=sac"]
 
 
