@@ -1,12 +1,12 @@
 """Benchmark: env steps per second of every ideas_envs id against its gymnasium-robotics peer, on one core.
 
-    python experiment/benchmark_envs.py [--steps 3000] [--solver-seeds 10] [--cpu 0] [--ids ID ...]
+    python experiment/benchmark_envs.py [--steps 3000] [--rounds 6] [--solver-seeds 10] [--cpu 0] [--ids ID ...]
 
 Steps each env (as `gym.make` builds it, time limit included) with seeded random actions, resetting at episode
-end, pinned to one CPU core, alternating chunks of it with chunks of its peer (FetchPush-v4 for the Fetch-based
-envs, AntMaze_UMaze-v5 for the ants) so that other load on the machine slows both alike; ratio = ours / peer's. Also runs each env's
-scripted solver (ideas_envs.scripted_solvers) on --solver-seeds seeds. Prints a Markdown table and the command;
-exits 1 if an env steps at less than 0.7 of its peer's rate (issue 5's bar).
+end, pinned to one CPU core, in chunks alternating with chunks of its peer (FetchPush-v4 for the Fetch-based envs,
+AntMaze_UMaze-v5 for the ants) so that other load on the machine slows both alike; ratio = ours / peer's. Also
+runs each env's scripted solver (ideas_envs.scripted_solvers) on --solver-seeds seeds. Prints a Markdown table and
+the command; exits 1 if an env steps at less than 0.7 of its peer's rate (issue 5's bar).
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def measure(env_ids: list[str], n_steps: int, rounds: int, solver_seeds: int) ->
 
 def report(rows: list[EnvRow], command: str) -> None:
     """Print the Markdown table and the command."""
-    print("| id | obs / goal size | episode steps | env steps/s (1 core) | peer | peer steps/s | ratio | scripted solver |")
+    columns = ["id", "obs / goal size", "episode steps", "env steps/s (1 core)", "peer", "peer steps/s", "ratio"]
+    print("| " + " | ".join([*columns, "scripted solver"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"

@@ -18,7 +18,7 @@ from ideas_envs.ant_goal_env import AntGoalEnv
 from ideas_envs.blocks.blocks_env import BlocksEnv
 from ideas_envs.button_unlock.button_unlock_env import ButtonUnlockEnv
 from ideas_envs.hook.hook_env import HookEnv
-from ideas_envs.scripted_solvers import TorsoDriver, WaypointFollower, aim_action, scripted_success
+from ideas_envs.scripted_solvers import TorsoDriver, WaypointFollower, aim_action, four_rooms_path, scripted_success
 from ideas_envs.register_envs import blocks_variants
 from tests.conftest import TINY
 
@@ -140,13 +140,28 @@ def test_button_goal_region_counts_only_after_every_press() -> None:
     env.close()
 
 
+def torso_driver(env: gym.Env) -> TorsoDriver:
+    """Pushes the torso to the goal, through the doorways in Ant4Rooms."""
+    ant = env.unwrapped
+    return TorsoDriver(ant, four_rooms_path(ant.torso_xy(), ant.goal) if env.spec.id == "Ant4Rooms-v1" else [ant.goal])
+
+
 @pytest.mark.parametrize("env_id", ["AntReacher-v1", "Ant4Rooms-v1"])
 def test_driven_ant_torso_reaches_goal(env_id: str) -> None:
-    """Every sampled goal is reachable within the episode limit at 1 m/s (through the doorways in
-    Ant4Rooms) and the success test fires there. The torso is pushed by an external force, see TorsoDriver."""
+    """Every sampled goal is reachable within the episode limit at 1 m/s (through the doorways in Ant4Rooms) and
+    the success test fires there. The torso is pushed by an external force, see TorsoDriver."""
+    seeds = range(10)
+    successes = sum(scripted_success(env_id, seed, torso_driver) for seed in seeds)
+    assert successes >= 9, f"{successes}/{len(seeds)} driven episodes succeeded"
+
+
+@pytest.mark.parametrize("env_id", ["AntReacher-v1", "Ant4Rooms-v1"])
+def test_ant_gait_reaches_goal(env_id: str) -> None:
+    """The ant's own motors suffice: the steered open-loop gait (AntGaitWalker) reaches the goal on most seeds
+    (in the failures seen the ant had fallen over)."""
     seeds = range(10)
     successes = sum(scripted_success(env_id, seed) for seed in seeds)
-    assert successes >= 9, f"{successes}/{len(seeds)} driven episodes succeeded"
+    assert successes >= 7, f"{successes}/{len(seeds)} gait episodes succeeded"
 
 
 def test_four_rooms_walls_stop_the_ant() -> None:
