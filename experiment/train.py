@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -29,7 +30,7 @@ from experiment.cli import check_command_line, register_resolvers
 from experiment.epoch_loop import EpochHook, EpochLoop, LoopState, sweep_score
 from experiment.validation import validate_config
 from interface.algorithm_spec import AlgorithmSpec
-from interface.algorithms import get_algorithm
+from interface.algorithms import get_algorithm, overlaps_env_step
 from interface.envs import make_env, make_vec_env, resolve_env_id
 from util.checkpoint import Checkpoint, find_checkpoint
 from util.comet_logger import MirroredRun
@@ -59,7 +60,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochH
     checkpoint = _checkpoint_to_restore(cfg)
     torch.set_num_threads(cfg.torch_threads)
     set_random_seed(cfg.seed)
-    train_env, eval_env = _make_envs(cfg, env_id, checkpoint)
+    train_env, eval_env = _make_envs(cfg, env_id, checkpoint, _env_subprocess(cfg, spec))
     recorder = None
     try:
         recorder = _make_recorder(cfg, env_id)
@@ -82,10 +83,19 @@ def _checkpoint_to_restore(cfg: DictConfig) -> Checkpoint | None:
     return checkpoint
 
 
-def _make_envs(cfg: DictConfig, env_id: str, checkpoint: Checkpoint | None) -> tuple[VecEnv, VecEnv]:
+def _env_subprocess(cfg: DictConfig, spec: AlgorithmSpec) -> bool:
+    """`env_subprocess`: auto = when the learner can train while the env steps and a second core exists."""
+    if cfg.env_subprocess == "auto":
+        return overlaps_env_step(spec, cfg.algorithm) and len(os.sched_getaffinity(0)) >= 2
+    return bool(cfg.env_subprocess)
+
+
+def _make_envs(
+    cfg: DictConfig, env_id: str, checkpoint: Checkpoint | None, subprocess: bool = False
+) -> tuple[VecEnv, VecEnv]:
     env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
     normalize = bool(cfg.algorithm.get("normalize_obs", False))
-    train_env = make_vec_env(env_id, env_kwargs, cfg.seed, normalize_obs=normalize)  # type: ignore[arg-type]
+    train_env = make_vec_env(env_id, env_kwargs, cfg.seed, normalize_obs=normalize, subprocess=subprocess)  # type: ignore[arg-type]
     eval_env = make_vec_env(env_id, env_kwargs, cfg.seed + 10_000, normalize_obs=normalize)  # type: ignore[arg-type]
     if isinstance(train_env, VecNormalize):
         if checkpoint is not None and checkpoint.normalization.exists():

@@ -44,4 +44,6 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg.early_stop_data_column, "early_stop_data_column", EARLY_STOP_COLUMNS)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but torch sees no GPU", ["auto", "cpu"])
+    if not (cfg.env_subprocess == "auto" or isinstance(cfg.env_subprocess, bool)):
+        raise ConfigError("env_subprocess", f"unknown value {cfg.env_subprocess!r}", ["auto", "true", "false"])
     check_render_test(cfg.render_test)

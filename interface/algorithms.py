@@ -7,18 +7,20 @@ from typing import Any
 
 from gymnasium import spaces
 from omegaconf import DictConfig
-from stable_baselines3 import DDPG, DQN, PPO, SAC, TD3
+from stable_baselines3 import DDPG, DQN, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from ideas_baselines.her import HindsightReplayBuffer
+from ideas_baselines.sac import FusedSAC
 from interface.algorithm_spec import AlgorithmSpec
 from interface.envs import check_goal_env, goal_functions
 from interface.hac import HAC_SPEC
 from interface.learner_config import her_buffer_kwargs, learner_kwargs
 from util.errors import ConfigError
 
-LEARNERS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "dqn": DQN, "ppo": PPO}
+# SAC is SB3's with a fused gradient step (same losses, API and save files; see ideas_baselines/sac).
+LEARNERS: dict[str, type[BaseAlgorithm]] = {"sac": FusedSAC, "td3": TD3, "ddpg": DDPG, "dqn": DQN, "ppo": PPO}
 HER_MODEL_CLASSES = ("sac", "td3", "ddpg", "dqn")
 
 
@@ -79,6 +81,11 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         for name in ("sac", "td3", "ddpg", "dqn", "ppo")
     },
 }
+
+
+def overlaps_env_step(spec: AlgorithmSpec, algorithm_cfg: DictConfig) -> bool:
+    """True if the configured learner can train while its env steps in another process (see `env_subprocess`)."""
+    return issubclass(spec.model_class(algorithm_cfg), FusedSAC)
 
 
 def get_algorithm(name: str) -> AlgorithmSpec:

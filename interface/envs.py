@@ -16,7 +16,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import ideas_envs.register_envs  # noqa: F401  (registers our ids)
 from ideas_baselines.hac.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
+from ideas_baselines.sac import TrainWhileStepping
 from util.errors import ConfigError
+from util.subproc_vec_env import GoalSubprocVecEnv
 
 # gymnasium-robotics prints a notice about Adroit v1 envs (which we do not use) to stderr on import;
 # keep stderr for our own one-line errors.
@@ -88,16 +90,18 @@ def make_vec_env(
     n_envs: int = 1,
     normalize_obs: bool = False,
     render_mode: str | None = None,
+    subprocess: bool = False,
 ) -> VecEnv:
     """Build `n_envs` seeded copies of an env in a DummyVecEnv, optionally with observation normalisation.
 
     Goal envs are normalised on `observation` and both goals, never on rewards, so that rewards recomputed by
-    HER stay on the env's own scale.
+    HER stay on the env's own scale. With `subprocess` the envs step in a worker process instead, under a
+    :class:`TrainWhileStepping` wrapper that lets a learner train while they step.
     """
     factories: list[Callable[[], gym.Env]] = [
         (lambda: make_env(env_id, env_kwargs, render_mode)) for _ in range(n_envs)
     ]
-    vec_env: VecEnv = DummyVecEnv(factories)
+    vec_env: VecEnv = TrainWhileStepping(GoalSubprocVecEnv(factories)) if subprocess else DummyVecEnv(factories)
     vec_env.seed(seed)
     vec_env.action_space.seed(seed)
     if normalize_obs:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 
 def info_success(info: dict[str, Any]) -> float | None:
@@ -23,8 +24,10 @@ def evaluate(model: BaseAlgorithm, train_env: VecEnv, eval_env: VecEnv, n_episod
     Returns `test/success_rate` (fraction of episodes whose last step reported `is_success`),
     `test/mean_reward` and `test/ep_length`.
     """
-    if isinstance(eval_env, VecNormalize):
-        sync_envs_normalization(train_env, eval_env)
+    if isinstance(eval_env, VecNormalize) and isinstance(train_env, VecNormalize):
+        # Copied directly: the two envs' wrapper chains may differ (a subprocess training env).
+        eval_env.obs_rms = deepcopy(train_env.obs_rms)
+        eval_env.ret_rms = deepcopy(train_env.ret_rms)
     returns, lengths, successes = [], [], []
     observation = eval_env.reset()
     # Learners with per-episode state (HAC's current subgoals) are told where episodes start, as in SB3.

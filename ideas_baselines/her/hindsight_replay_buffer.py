@@ -31,6 +31,16 @@ class HindsightBatch(NamedTuple):
     relabelled: np.ndarray
 
 
+class FlatBatch(NamedTuple):
+    """A sampled batch as the flat network input: every Dict key concatenated (in the space's key order),
+    normalised, observations in rows [0, n) and next observations in rows [n, 2n) of one tensor."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    rewards: th.Tensor
+    dones: th.Tensor
+
+
 class HindsightReplayBuffer(DictReplayBuffer):
     """Replay buffer for goal-conditioned envs that relabels desired goals with achieved ones at sampling time.
 
@@ -89,6 +99,7 @@ class HindsightReplayBuffer(DictReplayBuffer):
         self.ep_start = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
         self.ep_length = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
         self._current_ep_start = np.zeros(self.n_envs, dtype=np.int64)
+        self._sampleable: np.ndarray | None = None  # flat indices of complete-episode transitions, None = stale
         self._compute_reward: GoalFunction | None = None
         self._compute_terminated: GoalFunction | None = None
 
@@ -101,6 +112,7 @@ class HindsightReplayBuffer(DictReplayBuffer):
         state = self.__dict__.copy()
         state["_compute_reward"] = None
         state["_compute_terminated"] = None
+        state["_sampleable"] = None
         return state
 
     def add(  # type: ignore[override]
@@ -127,6 +139,7 @@ class HindsightReplayBuffer(DictReplayBuffer):
         indices = np.arange(start, end) % self.buffer_size
         self.ep_length[indices, env_index] = end - start
         self._current_ep_start[env_index] = self.pos
+        self._sampleable = None
 
     def _forget_episodes_at(self, position: int) -> None:
         """Invalidate the whole episode whose transition is about to be overwritten."""
@@ -135,6 +148,7 @@ class HindsightReplayBuffer(DictReplayBuffer):
             if length > 0:
                 start = self.ep_start[position, env_index]
                 self.ep_length[np.arange(start, start + length) % self.buffer_size, env_index] = 0
+                self._sampleable = None
 
     def truncate_last_trajectory(self) -> None:
         """Drop the unfinished episode of every env, e.g. before saving for a resume that restarts episodes."""
@@ -143,19 +157,26 @@ class HindsightReplayBuffer(DictReplayBuffer):
             if start != self.pos:
                 indices = np.arange(start, self.pos if self.pos > start else self.pos + self.buffer_size)
                 self.ep_length[indices % self.buffer_size, env_index] = 0
+                self._sampleable = None
             self._current_ep_start[env_index] = self.pos
 
     def n_complete_transitions(self) -> int:
         """How many stored transitions belong to complete episodes (and so can be sampled)."""
-        upper = self.buffer_size if self.full else self.pos
-        return int(np.count_nonzero(self.ep_length[:upper]))
+        return int(self._sampleable_indices().size)
+
+    def _sampleable_indices(self) -> np.ndarray:
+        """Flat (position * n_envs + env) indices of transitions in complete episodes, cached until one changes."""
+        if self._sampleable is None:
+            upper = self.buffer_size if self.full else self.pos
+            self._sampleable = np.flatnonzero(self.ep_length[:upper].ravel())
+        return self._sampleable
 
     def sample_transitions(self, batch_size: int) -> HindsightBatch:
         """Sample ``batch_size`` transitions from complete episodes and relabel a fraction of their goals."""
         if self._compute_reward is None:
             raise RuntimeError("call attach_goal_functions(env.compute_reward, ...) before sampling")
         upper = self.buffer_size if self.full else self.pos
-        valid = np.flatnonzero(self.ep_length[:upper].ravel())
+        valid = self._sampleable_indices()
         if valid.size == 0:
             # Learning started before any episode ended (long episodes, small learning_starts): replay the
             # stored steps as they happened until there is an episode to relabel from.
@@ -221,6 +242,43 @@ class HindsightReplayBuffer(DictReplayBuffer):
             dones=self.to_torch(batch.terminals.reshape(-1, 1)),
             rewards=self.to_torch(self._normalize_reward(batch.rewards.reshape(-1, 1), env)),
         )
+
+    def sample_flat(self, batch_size: int, env: VecNormalize | None = None) -> FlatBatch:
+        """Sample a relabelled batch as one flat, normalised observation tensor (see :class:`FlatBatch`).
+
+        The same transitions and relabelling as :meth:`sample`, with one normalisation and one tensor
+        conversion instead of one per key, for learners that concatenate the keys anyway.
+        """
+        batch = self.sample_transitions(batch_size)
+        keys = list(self.observations)
+        flat = np.concatenate(
+            [np.concatenate([batch.observations[key], batch.next_observations[key]]).reshape(2 * batch_size, -1) for key in keys],
+            axis=1,
+        )
+        mean, std, clip = _flat_normalizer(keys, [int(np.prod(self.obs_shape[key])) for key in keys], env)
+        flat = np.clip((flat - mean) / std, -clip, clip).astype(np.float32)
+        return FlatBatch(
+            observations=th.from_numpy(flat).to(self.device),
+            actions=self.to_torch(batch.actions),
+            rewards=self.to_torch(self._normalize_reward(batch.rewards.reshape(-1, 1), env)),
+            dones=self.to_torch(batch.terminals.reshape(-1, 1)),
+        )
+
+
+def _flat_normalizer(keys: list[str], sizes: list[int], env: VecNormalize | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean, standard deviation and clip bound of VecNormalize's observation normalisation, per flat column."""
+    means, stds = [], []
+    normalized = env is not None and env.norm_obs
+    for key, size in zip(keys, sizes):
+        if normalized and key in env.norm_obs_keys:  # type: ignore[union-attr]
+            statistics = env.obs_rms[key]  # type: ignore[union-attr,index]
+            means.append(np.asarray(statistics.mean, dtype=np.float64).reshape(-1))
+            stds.append(np.sqrt(np.asarray(statistics.var, dtype=np.float64).reshape(-1) + env.epsilon))  # type: ignore[union-attr]
+        else:
+            means.append(np.zeros(size))
+            stds.append(np.ones(size))
+    clip = env.clip_obs if normalized else np.inf  # type: ignore[union-attr]
+    return np.concatenate(means), np.concatenate(stds), clip
 
 
 def _vectorised(function: GoalFunction, achieved: np.ndarray, desired: np.ndarray, infos: list, name: str) -> np.ndarray:

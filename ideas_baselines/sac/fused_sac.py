@@ -1,0 +1,323 @@
+"""SAC with a fused gradient step: SB3's losses, computed with far fewer Python and dispatcher hops per env step."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
+from stable_baselines3.common.utils import is_vectorized_observation
+from stable_baselines3.common.vec_env import unwrap_vec_wrapper
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
+from torch import nn
+from torch.nn import functional as F
+
+from ideas_baselines.her.hindsight_replay_buffer import FlatBatch, HindsightReplayBuffer
+from ideas_baselines.sac.overlap import TrainWhileStepping
+
+Layer = tuple[th.Tensor, th.Tensor]
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+_SQUASH_EPSILON = 1e-6  # as SB3's SquashedDiagGaussianDistribution
+
+
+def linear_layers(module: nn.Module) -> list[Layer] | None:
+    """(weight, bias) of every Linear in a Linear/ReLU stack, or None if the module is anything else."""
+    layers: list[Layer] = []
+    for child in module.children() if isinstance(module, nn.Sequential) else [module]:
+        if isinstance(child, nn.Linear) and child.bias is not None:
+            layers.append((child.weight, child.bias))
+        elif not isinstance(child, nn.ReLU):
+            return None
+    return layers
+
+
+def mlp(x: th.Tensor, layers: list[Layer]) -> th.Tensor:
+    """Linear layers with ReLU between them (none after the last)."""
+    last = len(layers) - 1
+    for index, (weight, bias) in enumerate(layers):
+        x = F.linear(x, weight, bias)
+        if index < last:
+            x = th.relu(x)
+    return x
+
+
+class LeanNetworks(NamedTuple):
+    """Direct views of an SB3 SAC policy's weights, so a gradient step needs no nn.Module calls.
+
+    The tensors are the policy's own parameters: optimizer steps, `load` and `set_parameters` act on them.
+    """
+
+    obs_keys: tuple[str, ...] | None
+    actor_hidden: list[Layer]
+    actor_mu: Layer
+    actor_log_std: Layer
+    critics: list[list[Layer]]
+    critic_targets: list[list[Layer]]
+
+    def features(self, observations: dict[str, th.Tensor] | th.Tensor) -> th.Tensor:
+        """The flattened network input: Dict observations concatenated in the space's key order."""
+        if self.obs_keys is None:
+            assert isinstance(observations, th.Tensor)
+            return observations.flatten(1).float()
+        assert isinstance(observations, dict)
+        return th.cat([observations[key].flatten(1).float() for key in self.obs_keys], dim=1)
+
+    def actions(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Sampled squashed Gaussian actions in [-1, 1] and their log-probabilities (as SB3's actor)."""
+        latent = features
+        for weight, bias in self.actor_hidden:
+            latent = th.relu(F.linear(latent, weight, bias))
+        mean = F.linear(latent, *self.actor_mu)
+        log_std = F.linear(latent, *self.actor_log_std).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        noise = th.randn_like(mean)
+        action = th.tanh(mean + log_std.exp() * noise)
+        gaussian_log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_TWO_PI).sum(dim=1)
+        return action, gaussian_log_prob - th.log(1 - action.square() + _SQUASH_EPSILON).sum(dim=1)
+
+    def min_q(self, critics: list[list[Layer]], features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """Minimum over `critics` of Q(features, actions), shape (batch, 1)."""
+        x = th.cat([features, actions], dim=1)
+        values = [mlp(x, layers) for layers in critics]
+        return values[0] if len(values) == 1 else th.min(th.cat(values, dim=1), dim=1, keepdim=True).values
+
+
+def lean_networks(model: SAC) -> LeanNetworks | None:
+    """LeanNetworks for a plain-MLP SAC policy on Box (or Dict of Box) observations; None for anything else.
+
+    Covered: flatten/combined extractors without images, Linear+ReLU networks, no gSDE. Everything else keeps
+    SB3's own code path.
+    """
+    policy = model.policy
+    actor, critic, target = policy.actor, policy.critic, policy.critic_target
+    space = model.observation_space
+    if model.use_sde or any(isinstance(m, nn.BatchNorm1d) for m in policy.modules()):
+        return None
+    if isinstance(space, spaces.Dict):
+        if not all(isinstance(s, spaces.Box) and not is_image_space(s) for s in space.spaces.values()):
+            return None
+        extractors_ok = all(
+            isinstance(e, CombinedExtractor) and all(isinstance(x, nn.Flatten) for x in e.extractors.values())
+            for e in (actor.features_extractor, critic.features_extractor)
+        )
+        keys: tuple[str, ...] | None = tuple(space.spaces)
+    elif isinstance(space, spaces.Box) and not is_image_space(space):
+        extractors_ok = all(isinstance(e, FlattenExtractor) for e in (actor.features_extractor, critic.features_extractor))
+        keys = None
+    else:
+        return None
+    hidden = linear_layers(actor.latent_pi)
+    mu, log_std = linear_layers(actor.mu), linear_layers(actor.log_std)
+    critics = [linear_layers(q) for q in critic.q_networks]
+    targets = [linear_layers(q) for q in target.q_networks]
+    if not extractors_ok or hidden is None or not mu or not log_std or None in critics or None in targets:
+        return None
+    return LeanNetworks(keys, hidden, mu[0], log_std[0], critics, targets)  # type: ignore[arg-type]
+
+
+def _skip_unchanged_mode_switches(policy: nn.Module) -> None:
+    """SB3 switches the policy to eval mode before every env step, which walks every submodule each time;
+    the fast path never switches it back, so only real changes need to reach the modules."""
+    switch = policy.set_training_mode
+
+    def set_training_mode(mode: bool) -> None:
+        if mode != policy.training:
+            switch(mode)
+
+    policy.set_training_mode = set_training_mode  # type: ignore[method-assign]
+
+
+class FusedSAC(SAC):
+    """Soft Actor-Critic (SB3's SAC: same networks, losses, save files and API) with a faster training loop.
+
+    Per gradient step, SB3 runs three forward/backward/optimizer rounds through nn.Module calls and switches
+    training mode twice; this class computes the entropy, critic and actor losses from one forward pass over
+    the policy's own weights, runs one backward pass and steps the three (fused) Adam optimizers, then updates
+    the target critics with one foreach lerp. Rollout actions come from the same direct forward pass.
+
+    The one difference in the maths: the actor loss uses the critic as it was before this gradient step's
+    critic update (as in rlkit's SAC and the paper's simultaneous updates), where SB3 uses the updated critic.
+
+    When the training env contains a :class:`TrainWhileStepping` wrapper (a subprocess env), the gradient step
+    of env step t runs while the env computes step t + 1, so the action of step t + 1 comes from the policy
+    before that gradient step (a lag of one update).
+
+    Policies the fast path does not cover (images, gSDE, batch norm, non-ReLU activations, custom extractors)
+    train with SB3's own code. Constructor arguments are SAC's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        policy_kwargs = dict(kwargs.pop("policy_kwargs", None) or {})
+        if policy_kwargs.get("optimizer_class", th.optim.Adam) is th.optim.Adam:
+            policy_kwargs["optimizer_kwargs"] = {"fused": True, **(policy_kwargs.get("optimizer_kwargs") or {})}
+        super().__init__(*args, policy_kwargs=policy_kwargs, **kwargs)
+        self._pending_gradient_steps = 0
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if self.ent_coef_optimizer is not None:
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1), fused=True)
+        self._lean = lean_networks(self)
+        self._numpy_actor = NumpyActor(self._lean) if self._lean is not None and self.device.type == "cpu" else None
+        self._pending_gradient_steps = 0
+        if self._lean is not None:
+            _skip_unchanged_mode_switches(self.policy)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_lean", "_numpy_actor", "_pending_gradient_steps"]
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._setup_learn(*args, **kwargs)
+        overlap = unwrap_vec_wrapper(self.env, TrainWhileStepping) if self.env is not None else None
+        if isinstance(overlap, TrainWhileStepping):
+            overlap.set_hook(self._run_pending_gradient_steps)
+        return result
+
+    def learn(self, *args: Any, **kwargs: Any) -> FusedSAC:  # type: ignore[override]
+        """SB3's `learn`; gradient steps still deferred to the next env step are done before it returns."""
+        try:
+            super().learn(*args, **kwargs)
+        finally:
+            self._run_pending_gradient_steps()
+        return self
+
+    def _overlapping(self) -> bool:
+        overlap = unwrap_vec_wrapper(self.env, TrainWhileStepping) if self.env is not None else None
+        return isinstance(overlap, TrainWhileStepping) and overlap.hook is not None
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """Do `gradient_steps` updates now, or, with an overlapping env, while the next env step computes."""
+        if self._lean is None:
+            super().train(gradient_steps, batch_size)
+        elif self._overlapping():
+            self._pending_gradient_steps += gradient_steps
+        else:
+            self._fused_train(gradient_steps, batch_size)
+
+    def _run_pending_gradient_steps(self) -> None:
+        steps, self._pending_gradient_steps = self._pending_gradient_steps, 0
+        if steps > 0:
+            self._fused_train(steps, self.batch_size)
+
+    def _sample_batch(self, batch_size: int) -> tuple[FlatBatch, th.Tensor | float]:
+        """A batch with flat observations (and the discounts of n-step buffers, else gamma)."""
+        assert self._lean is not None and self.replay_buffer is not None
+        if isinstance(self.replay_buffer, HindsightReplayBuffer):
+            return self.replay_buffer.sample_flat(batch_size, env=self._vec_normalize_env), self.gamma
+        data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        both = th.cat([self._lean.features(data.observations), self._lean.features(data.next_observations)])
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        return FlatBatch(both, data.actions, data.rewards, data.dones), discounts
+
+    def _fused_train(self, gradient_steps: int, batch_size: int) -> None:
+        lean = self._lean
+        assert lean is not None
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        critic_params = [p for layers in lean.critics for layer in layers for p in layer]
+        target_params = [p for layers in lean.critic_targets for layer in layers for p in layer]
+        logged: list[th.Tensor] = []  # per step: ent_coef, actor loss, critic loss, ent_coef loss
+        for gradient_step in range(gradient_steps):
+            batch, discounts = self._sample_batch(batch_size)
+            n = len(batch.actions)
+            observations, next_observations = batch.observations.split(n)
+            # One actor pass over both halves; nothing flows back through the next-state half.
+            both_actions, both_log_probs = lean.actions(batch.observations)
+            actions_pi, next_actions = both_actions.split(n)
+            log_prob, next_log_prob = both_log_probs.reshape(-1, 1).split(n)
+            if self.ent_coef_optimizer is not None:
+                ent_coef = self.log_ent_coef.detach().exp()
+                ent_coef_loss = -(self.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
+            else:
+                ent_coef, ent_coef_loss = self.ent_coef_tensor, th.zeros(())
+            with th.no_grad():
+                next_q = lean.min_q(lean.critic_targets, next_observations, next_actions) - ent_coef * next_log_prob
+                target_q = batch.rewards + (1 - batch.dones) * discounts * next_q
+            x = th.cat([observations, batch.actions], dim=1)
+            critic_loss = 0.5 * sum(F.mse_loss(mlp(x, layers), target_q) for layers in lean.critics)
+            frozen = [[(w.detach(), b.detach()) for w, b in layers] for layers in lean.critics]
+            actor_loss = (ent_coef * log_prob - lean.min_q(frozen, observations, actions_pi)).mean()
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            (critic_loss + actor_loss + ent_coef_loss).backward()  # type: ignore[operator]
+            for optimizer in optimizers:
+                optimizer.step()
+            if gradient_step % self.target_update_interval == 0:
+                with th.no_grad():
+                    th._foreach_lerp_(target_params, critic_params, self.tau)
+            logged.extend([ent_coef.reshape(()), actor_loss, critic_loss, ent_coef_loss])  # type: ignore[list-item]
+        self._n_updates += gradient_steps
+        means = th.stack(logged).detach().reshape(gradient_steps, 4).mean(dim=0).tolist()
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", means[0])
+        self.logger.record("train/actor_loss", means[1])
+        self.logger.record("train/critic_loss", means[2])
+        if self.ent_coef_optimizer is not None:
+            self.logger.record("train/ent_coef_loss", means[3])
+
+    def _flat_observation(self, observation: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        assert self._lean is not None
+        if isinstance(observation, dict):
+            n = len(next(iter(observation.values())))
+            return np.concatenate([observation[key].reshape(n, -1) for key in self._lean.obs_keys or ()], axis=1)
+        return observation.reshape(len(observation), -1)
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exploration actions from the numpy actor (SB3's path during warm-up and off the CPU)."""
+        if self._numpy_actor is None or self.num_timesteps < learning_starts or self._last_obs is None:
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        scaled_action = self._numpy_actor(self._flat_observation(self._last_obs), deterministic=False)  # type: ignore[arg-type]
+        if action_noise is not None:
+            scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
+        return self.policy.unscale_action(scaled_action), scaled_action
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's `predict`; batched observations on the CPU go through the numpy actor."""
+        if self._numpy_actor is None or not is_vectorized_observation(observation, self.observation_space):
+            return super().predict(observation, state, episode_start, deterministic)
+        scaled_action = self._numpy_actor(self._flat_observation(observation), deterministic)
+        return self.policy.unscale_action(scaled_action), None
+
+
+class NumpyActor:
+    """The actor's forward pass in numpy on views of its weights, for single env steps.
+
+    A batch of one pays torch's per-op overhead many times over its arithmetic; numpy views share memory with
+    the parameters, so optimizer steps and `load` are seen at once. Exploration noise comes from numpy's
+    global generator (seeded with the run's seed).
+    """
+
+    def __init__(self, lean: LeanNetworks) -> None:
+        def view(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
+            weight, bias = layer
+            return weight.detach().numpy().T, bias.detach().numpy()
+
+        self.hidden = [view(layer) for layer in lean.actor_hidden]
+        self.mu = view(lean.actor_mu)
+        self.log_std = view(lean.actor_log_std)
+
+    def __call__(self, features: np.ndarray, deterministic: bool) -> np.ndarray:
+        """Actions in [-1, 1] for flat float observations of shape (n, features)."""
+        x = features.astype(np.float32, copy=False)
+        for weight, bias in self.hidden:
+            x = np.maximum(x @ weight + bias, 0)
+        mean = x @ self.mu[0] + self.mu[1]
+        if deterministic:
+            return np.tanh(mean)
+        log_std = np.clip(x @ self.log_std[0] + self.log_std[1], LOG_STD_MIN, LOG_STD_MAX)
+        return np.tanh(mean + np.exp(log_std) * np.random.standard_normal(mean.shape).astype(np.float32))

@@ -1,0 +1,213 @@
+"""FusedSAC computes SB3's SAC gradients, acts like SB3's policy, and overlaps training with a subprocess env."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from torch.func import functional_call
+
+from ideas_baselines.her import HindsightReplayBuffer
+from ideas_baselines.her.hindsight_replay_buffer import FlatBatch
+from ideas_baselines.sac import FusedSAC, TrainWhileStepping
+from interface.envs import goal_functions, make_env, make_vec_env
+from util.subproc_vec_env import GoalSubprocVecEnv
+
+
+def _model(n_critics: int = 2, subprocess: bool = False, learning_starts: int = 100) -> FusedSAC:
+    env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=True, subprocess=subprocess)
+    model = FusedSAC(
+        "MultiInputPolicy", env, seed=0, device="cpu", learning_starts=learning_starts, batch_size=32, gamma=0.95,
+        replay_buffer_class=HindsightReplayBuffer, replay_buffer_kwargs={"n_sampled_goal": 4},
+        policy_kwargs={"net_arch": [32, 32], "n_critics": n_critics},
+    )
+    model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
+    return model
+
+
+def _grads(parameters: list[th.Tensor]) -> list[th.Tensor]:
+    return [p.grad.clone() if p.grad is not None else th.zeros_like(p) for p in parameters]
+
+
+@pytest.mark.parametrize("n_critics", [1, 2])
+def test_fused_gradients_equal_sb3_losses(n_critics: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One fused step's gradients equal those of SB3's entropy, critic and actor losses on the same batch.
+
+    The actor loss is taken against the critic before this step's update (the documented difference from SB3,
+    whose actor sees the updated critic).
+    """
+    model = _model(n_critics=n_critics)
+    model.learn(150)  # fills the buffer and moves the weights away from their initial values
+    policy = model.policy
+    n = 32
+    batch = FlatBatch(
+        observations=th.randn(2 * n, 16), actions=th.rand(n, 4) * 2 - 1,
+        rewards=-th.randint(0, 2, (n, 1)).float(), dones=th.randint(0, 2, (n, 1)).float(),
+    )
+    monkeypatch.setattr(model, "_sample_batch", lambda batch_size: (batch, model.gamma))
+    optimizers = [policy.actor.optimizer, policy.critic.optimizer, model.ent_coef_optimizer]
+    for optimizer in optimizers:
+        monkeypatch.setattr(optimizer, "step", lambda: None)  # keep the gradients, leave the weights
+    target_before = [p.detach().clone() for p in policy.critic_target.parameters()]
+
+    th.manual_seed(7)
+    model._fused_train(1, n)
+    actor_params, critic_params = list(policy.actor.parameters()), list(policy.critic.parameters())
+    fused_actor, fused_critic = _grads(actor_params), _grads(critic_params)
+    fused_ent = model.log_ent_coef.grad.clone()  # type: ignore[union-attr]
+
+    # The reference: SB3's modules and loss formulas, autograd per loss, the same noise (same seed, same batch).
+    for p in [*actor_params, *critic_params, model.log_ent_coef]:
+        p.grad = None
+    keys = list(model.observation_space.spaces)  # type: ignore[attr-defined]
+    sizes = [model.observation_space[k].shape[0] for k in keys]  # type: ignore[index]
+
+    def as_dict(flat: th.Tensor) -> dict[str, th.Tensor]:
+        return dict(zip(keys, flat.split(sizes, dim=1)))
+
+    th.manual_seed(7)
+    both_actions, both_log_prob = policy.actor.action_log_prob(as_dict(batch.observations))
+    actions_pi, next_actions = both_actions.split(n)
+    log_prob, next_log_prob = both_log_prob.reshape(-1, 1).split(n)
+    observations, next_observations = (as_dict(half) for half in batch.observations.split(n))
+    ent_coef = model.log_ent_coef.detach().exp()
+    ent_coef_loss = -(model.log_ent_coef * (log_prob + model.target_entropy).detach()).mean()
+    with th.no_grad():
+        with_target = dict(zip((k for k, _ in policy.critic_target.named_parameters()), target_before))
+        next_q = th.cat(functional_call(policy.critic_target, with_target, (next_observations, next_actions)), dim=1)
+        next_q = next_q.min(dim=1, keepdim=True).values - ent_coef * next_log_prob
+        target_q = batch.rewards + (1 - batch.dones) * model.gamma * next_q
+    current_q = policy.critic(observations, batch.actions)
+    critic_loss = 0.5 * sum(th.nn.functional.mse_loss(q, target_q) for q in current_q)
+    frozen = {name: p.detach() for name, p in policy.critic.named_parameters()}
+    q_pi = th.cat(functional_call(policy.critic, frozen, (observations, actions_pi)), dim=1).min(dim=1, keepdim=True).values
+    actor_loss = (ent_coef * log_prob - q_pi).mean()
+    expected_critic = th.autograd.grad(critic_loss, critic_params, allow_unused=True)
+    expected_actor = th.autograd.grad(actor_loss, actor_params, retain_graph=True, allow_unused=True)
+    (expected_ent,) = th.autograd.grad(ent_coef_loss, [model.log_ent_coef])
+
+    def close(got: list[th.Tensor], expected: tuple[th.Tensor | None, ...]) -> None:
+        for g, e in zip(got, expected):
+            th.testing.assert_close(g, th.zeros_like(g) if e is None else e, rtol=1e-4, atol=1e-5)
+
+    close(fused_critic, expected_critic)
+    close(fused_actor, expected_actor)
+    th.testing.assert_close(fused_ent, expected_ent, rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in fused_actor) and any(g.abs().sum() > 0 for g in fused_critic)
+    # The target critics moved by tau towards the critics (weights unchanged: the steps were disabled).
+    for before, after, source in zip(target_before, policy.critic_target.parameters(), policy.critic.parameters()):
+        th.testing.assert_close(after.detach(), before + model.tau * (source.detach() - before))
+
+
+def test_actions_match_sb3_policy() -> None:
+    """The numpy actor's deterministic actions equal SB3's policy; sampled ones have SB3's distribution."""
+    model = _model()
+    model.learn(150)
+    observation = model.env.reset()  # type: ignore[union-attr]
+    ours, state = model.predict(observation, deterministic=True)
+    theirs, _ = model.policy.predict(observation, deterministic=True)
+    assert state is None
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    # Sampled actions: not deterministic, and the same mean and spread as SB3's within 5 standard errors.
+    draws = 20_000
+    repeated = {k: np.repeat(v, draws, axis=0) for k, v in observation.items()}
+    ours_sampled, _ = model.predict(repeated, deterministic=False)
+    theirs_sampled, _ = model.policy.predict(repeated, deterministic=False)
+    spread = theirs_sampled.std(axis=0)
+    assert ours_sampled.std(axis=0).min() > 1e-3
+    tolerance = 5 * spread * np.sqrt(2 / draws)
+    assert (np.abs(ours_sampled.mean(axis=0) - theirs_sampled.mean(axis=0)) < tolerance).all()
+    assert (np.abs(ours_sampled.std(axis=0) - spread) < tolerance).all()
+
+
+def test_log_probabilities_match_sb3() -> None:
+    """The fused path's squashed-Gaussian log-probabilities equal SB3's for the same noise."""
+    model = _model()
+    lean = model._lean
+    assert lean is not None
+    observation = {k: th.randn(64, *space.shape) for k, space in model.observation_space.spaces.items()}  # type: ignore[attr-defined]
+    th.manual_seed(3)
+    ours = lean.actions(lean.features(observation))
+    th.manual_seed(3)
+    theirs = model.policy.actor.action_log_prob(observation)
+    th.testing.assert_close(ours[0], theirs[0])
+    th.testing.assert_close(ours[1], theirs[1], rtol=1e-4, atol=1e-4)
+
+
+def test_flat_sample_is_the_normalised_dict_sample() -> None:
+    """`sample_flat` returns the same relabelled transitions as `sample`, keys concatenated in space order."""
+    model = _model(learning_starts=1000)  # only the buffer matters here
+    model.learn(300)
+    buffer, env = model.replay_buffer, model.get_vec_normalize_env()
+    assert isinstance(buffer, HindsightReplayBuffer) and isinstance(env, VecNormalize)
+    np.random.seed(5)
+    flat = buffer.sample_flat(64, env)
+    np.random.seed(5)
+    reference = buffer.sample(64, env)
+    keys = list(model.observation_space.spaces)  # type: ignore[attr-defined]
+    expected = th.cat(
+        [th.cat([reference.observations[k] for k in keys], 1), th.cat([reference.next_observations[k] for k in keys], 1)]
+    )
+    th.testing.assert_close(flat.observations, expected, rtol=1e-5, atol=1e-5)
+    th.testing.assert_close(flat.rewards, reference.rewards)
+    th.testing.assert_close(flat.dones, reference.dones)
+    th.testing.assert_close(flat.actions, reference.actions)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    """A saved FusedSAC loads with identical actions and keeps training with its optimizer state."""
+    model = _model()
+    model.learn(200)
+    model.save(tmp_path / "model.zip")
+    loaded = FusedSAC.load(tmp_path / "model.zip", env=model.env, device="cpu")
+    observation = model.env.reset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(
+        model.predict(observation, deterministic=True)[0], loaded.predict(observation, deterministic=True)[0]
+    )
+    state = loaded.critic.optimizer.state_dict()["state"]
+    assert state and all(int(s["step"]) == model._n_updates for s in state.values())
+    assert loaded._lean is not None and loaded._numpy_actor is not None
+
+
+def test_subprocess_env_overlaps_every_gradient_step() -> None:
+    """With a subprocess env, each gradient step runs while the env steps, and none is lost or added."""
+    model = _model(subprocess=True)
+    env = model.env
+    overlap = env.venv if isinstance(env, VecNormalize) else env  # type: ignore[union-attr]
+    assert isinstance(overlap, TrainWhileStepping) and isinstance(overlap.venv, GoalSubprocVecEnv)
+    calls: list[int] = []
+    fused_train: Callable[[int, int], None] = model._fused_train
+
+    def counting(steps: int, batch_size: int) -> None:
+        calls.append(steps)
+        fused_train(steps, batch_size)
+
+    model._fused_train = counting  # type: ignore[method-assign]
+    model.learn(250)
+    assert model._pending_gradient_steps == 0
+    assert sum(calls) == model._n_updates == 250 - 100  # one gradient step per env step after learning_starts
+    assert overlap.hook is not None
+    # HER's goal functions are read from the local copy: no env object crosses the process boundary.
+    compute_reward, _ = goal_functions(env)  # type: ignore[arg-type]
+    assert compute_reward(np.zeros((3, 3)), np.zeros((3, 3)), [{}] * 3).shape == (3,)
+    env.close()  # type: ignore[union-attr]
+
+
+def test_dummy_and_subprocess_envs_step_identically() -> None:
+    """The subprocess env gives the same seeded observations and rewards as the in-process one."""
+    factories = [lambda: make_env("FetchReach-v4")]
+    envs = [DummyVecEnv(factories), GoalSubprocVecEnv(factories)]
+    for env in envs:
+        env.seed(3)
+    first = [env.reset() for env in envs]
+    np.testing.assert_array_equal(first[0]["observation"], first[1]["observation"])
+    action = np.full((1, 4), 0.5, dtype=np.float32)
+    steps = [env.step(action) for env in envs]
+    np.testing.assert_array_equal(steps[0][0]["achieved_goal"], steps[1][0]["achieved_goal"])
+    np.testing.assert_array_equal(steps[0][1], steps[1][1])
+    for env in envs:
+        env.close()
