@@ -125,17 +125,17 @@ def test_actions_match_sb3_policy() -> None:
 
 
 def test_log_probabilities_match_sb3() -> None:
-    """The fused path's squashed-Gaussian log-probabilities equal SB3's for the same noise."""
+    """The hand-written actor pass gives SB3's actions and squashed-Gaussian log-probabilities for the same noise."""
     model = _model()
     lean = model._lean
     assert lean is not None
     observation = {k: th.randn(64, *space.shape) for k, space in model.observation_space.spaces.items()}  # type: ignore[attr-defined]
     th.manual_seed(3)
-    ours = lean.actions(lean.features(observation))
+    ours = lean.actor_forward(lean.features(observation))
     th.manual_seed(3)
-    theirs = model.policy.actor.action_log_prob(observation)
-    th.testing.assert_close(ours[0], theirs[0])
-    th.testing.assert_close(ours[1], theirs[1], rtol=1e-4, atol=1e-4)
+    actions, log_prob = model.policy.actor.action_log_prob(observation)
+    th.testing.assert_close(ours.action, actions)
+    th.testing.assert_close(ours.log_prob, log_prob, rtol=1e-4, atol=1e-4)
 
 
 def test_flat_sample_is_the_normalised_dict_sample() -> None:

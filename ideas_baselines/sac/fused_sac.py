@@ -2,122 +2,20 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.noise import ActionNoise
-from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.utils import is_vectorized_observation
 from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch import nn
-from torch.nn import functional as F
 
 from ideas_baselines.her.hindsight_replay_buffer import FlatBatch, HindsightReplayBuffer
+from ideas_baselines.sac.lean_networks import Layer, LeanNetworks, lean_networks
 from ideas_baselines.sac.overlap import TrainWhileStepping
-
-Layer = tuple[th.Tensor, th.Tensor]
-_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
-_SQUASH_EPSILON = 1e-6  # as SB3's SquashedDiagGaussianDistribution
-
-
-def linear_layers(module: nn.Module) -> list[Layer] | None:
-    """(weight, bias) of every Linear in a Linear/ReLU stack, or None if the module is anything else."""
-    layers: list[Layer] = []
-    for child in module.children() if isinstance(module, nn.Sequential) else [module]:
-        if isinstance(child, nn.Linear) and child.bias is not None:
-            layers.append((child.weight, child.bias))
-        elif not isinstance(child, nn.ReLU):
-            return None
-    return layers
-
-
-def mlp(x: th.Tensor, layers: list[Layer]) -> th.Tensor:
-    """Linear layers with ReLU between them (none after the last)."""
-    last = len(layers) - 1
-    for index, (weight, bias) in enumerate(layers):
-        x = F.linear(x, weight, bias)
-        if index < last:
-            x = th.relu(x)
-    return x
-
-
-class LeanNetworks(NamedTuple):
-    """Direct views of an SB3 SAC policy's weights, so a gradient step needs no nn.Module calls.
-
-    The tensors are the policy's own parameters: optimizer steps, `load` and `set_parameters` act on them.
-    """
-
-    obs_keys: tuple[str, ...] | None
-    actor_hidden: list[Layer]
-    actor_mu: Layer
-    actor_log_std: Layer
-    critics: list[list[Layer]]
-    critic_targets: list[list[Layer]]
-
-    def features(self, observations: dict[str, th.Tensor] | th.Tensor) -> th.Tensor:
-        """The flattened network input: Dict observations concatenated in the space's key order."""
-        if self.obs_keys is None:
-            assert isinstance(observations, th.Tensor)
-            return observations.flatten(1).float()
-        assert isinstance(observations, dict)
-        return th.cat([observations[key].flatten(1).float() for key in self.obs_keys], dim=1)
-
-    def actions(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """Sampled squashed Gaussian actions in [-1, 1] and their log-probabilities (as SB3's actor)."""
-        latent = features
-        for weight, bias in self.actor_hidden:
-            latent = th.relu(F.linear(latent, weight, bias))
-        mean = F.linear(latent, *self.actor_mu)
-        log_std = F.linear(latent, *self.actor_log_std).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        noise = th.randn_like(mean)
-        action = th.tanh(mean + log_std.exp() * noise)
-        gaussian_log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_TWO_PI).sum(dim=1)
-        return action, gaussian_log_prob - th.log(1 - action.square() + _SQUASH_EPSILON).sum(dim=1)
-
-    def min_q(self, critics: list[list[Layer]], features: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """Minimum over `critics` of Q(features, actions), shape (batch, 1)."""
-        x = th.cat([features, actions], dim=1)
-        values = [mlp(x, layers) for layers in critics]
-        return values[0] if len(values) == 1 else th.min(th.cat(values, dim=1), dim=1, keepdim=True).values
-
-
-def lean_networks(model: SAC) -> LeanNetworks | None:
-    """LeanNetworks for a plain-MLP SAC policy on Box (or Dict of Box) observations; None for anything else.
-
-    Covered: flatten/combined extractors without images, Linear+ReLU networks, no gSDE. Everything else keeps
-    SB3's own code path.
-    """
-    policy = model.policy
-    actor, critic, target = policy.actor, policy.critic, policy.critic_target
-    space = model.observation_space
-    if model.use_sde or any(isinstance(m, nn.BatchNorm1d) for m in policy.modules()):
-        return None
-    if isinstance(space, spaces.Dict):
-        if not all(isinstance(s, spaces.Box) and not is_image_space(s) for s in space.spaces.values()):
-            return None
-        extractors_ok = all(
-            isinstance(e, CombinedExtractor) and all(isinstance(x, nn.Flatten) for x in e.extractors.values())
-            for e in (actor.features_extractor, critic.features_extractor)
-        )
-        keys: tuple[str, ...] | None = tuple(space.spaces)
-    elif isinstance(space, spaces.Box) and not is_image_space(space):
-        extractors_ok = all(isinstance(e, FlattenExtractor) for e in (actor.features_extractor, critic.features_extractor))
-        keys = None
-    else:
-        return None
-    hidden = linear_layers(actor.latent_pi)
-    mu, log_std = linear_layers(actor.mu), linear_layers(actor.log_std)
-    critics = [linear_layers(q) for q in critic.q_networks]
-    targets = [linear_layers(q) for q in target.q_networks]
-    if not extractors_ok or hidden is None or not mu or not log_std or None in critics or None in targets:
-        return None
-    return LeanNetworks(keys, hidden, mu[0], log_std[0], critics, targets)  # type: ignore[arg-type]
 
 
 def _skip_unchanged_mode_switches(policy: nn.Module) -> None:
@@ -136,9 +34,10 @@ class FusedSAC(SAC):
     """Soft Actor-Critic (SB3's SAC: same networks, losses, save files and API) with a faster training loop.
 
     Per gradient step, SB3 runs three forward/backward/optimizer rounds through nn.Module calls and switches
-    training mode twice; this class computes the entropy, critic and actor losses from one forward pass over
-    the policy's own weights, runs one backward pass and steps the three (fused) Adam optimizers, then updates
-    the target critics with one foreach lerp. Rollout actions come from the same direct forward pass.
+    training mode twice; this class computes the entropy, critic and actor losses' gradients in one pass written
+    out on the policy's own weights (:mod:`ideas_baselines.sac.lean_networks`, no autograd graph), steps the
+    three (fused) Adam optimizers and updates the target critics with one foreach lerp. Rollout and test
+    actions come from a numpy copy-free view of the actor.
 
     The one difference in the maths: the actor loss uses the critic as it was before this gradient step's
     critic update (as in rlkit's SAC and the paper's simultaneous updates), where SB3 uses the updated critic.
@@ -221,40 +120,29 @@ class FusedSAC(SAC):
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
-        critic_params = [p for layers in lean.critics for layer in layers for p in layer]
-        target_params = [p for layers in lean.critic_targets for layer in layers for p in layer]
-        logged: list[th.Tensor] = []  # per step: ent_coef, actor loss, critic loss, ent_coef loss
+        actor_params, critic_params = lean.actor_parameters(), lean.critic_parameters()
+        target_params = lean.critic_target_parameters()
+        logged = []  # per step: ent_coef, actor loss, critic loss, ent_coef loss
         for gradient_step in range(gradient_steps):
             batch, discounts = self._sample_batch(batch_size)
-            n = len(batch.actions)
-            observations, next_observations = batch.observations.split(n)
-            # One actor pass over both halves; nothing flows back through the next-state half.
-            both_actions, both_log_probs = lean.actions(batch.observations)
-            actions_pi, next_actions = both_actions.split(n)
-            log_prob, next_log_prob = both_log_probs.reshape(-1, 1).split(n)
             if self.ent_coef_optimizer is not None:
                 ent_coef = self.log_ent_coef.detach().exp()
-                ent_coef_loss = -(self.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
             else:
-                ent_coef, ent_coef_loss = self.ent_coef_tensor, th.zeros(())
-            with th.no_grad():
-                next_q = lean.min_q(lean.critic_targets, next_observations, next_actions) - ent_coef * next_log_prob
-                target_q = batch.rewards + (1 - batch.dones) * discounts * next_q
-            x = th.cat([observations, batch.actions], dim=1)
-            critic_loss = 0.5 * sum(F.mse_loss(mlp(x, layers), target_q) for layers in lean.critics)
-            frozen = [[(w.detach(), b.detach()) for w, b in layers] for layers in lean.critics]
-            actor_loss = (ent_coef * log_prob - lean.min_q(frozen, observations, actions_pi)).mean()
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            (critic_loss + actor_loss + ent_coef_loss).backward()  # type: ignore[operator]
+                ent_coef = self.ent_coef_tensor
+            actor_grads, critic_grads, values = lean.gradients(batch, discounts, ent_coef, float(self.target_entropy))
+            for parameter, grad in zip([*actor_params, *critic_params], [*actor_grads, *critic_grads]):
+                parameter.grad = grad
+            if self.ent_coef_optimizer is not None:
+                self.log_ent_coef.grad = values[3].reshape(self.log_ent_coef.shape).clone()
+                values[3] = values[3] * self.log_ent_coef.detach().reshape(())  # the loss itself, for the log
             for optimizer in optimizers:
                 optimizer.step()
             if gradient_step % self.target_update_interval == 0:
                 with th.no_grad():
                     th._foreach_lerp_(target_params, critic_params, self.tau)
-            logged.extend([ent_coef.reshape(()), actor_loss, critic_loss, ent_coef_loss])  # type: ignore[list-item]
+            logged.append(values)
         self._n_updates += gradient_steps
-        means = th.stack(logged).detach().reshape(gradient_steps, 4).mean(dim=0).tolist()
+        means = th.stack(logged).mean(dim=0).tolist()
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", means[0])
         self.logger.record("train/actor_loss", means[1])

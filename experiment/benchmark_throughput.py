@@ -1,0 +1,182 @@
+"""Training throughput of our HER-SAC loop against SB3's SAC+HER loop, and where one env step's time goes.
+
+Both loops get the network, batch size and every other setting of our default HER-SAC config
+(conf/algorithm/her.yaml), one gradient step per env step, one torch thread, FetchReach-v4. Per seed they run
+alternately: `learning_starts` warm-up steps (not timed), then `--steps` timed env steps of `learn`.
+SB3's loop is stable-baselines3's SAC with its HerReplayBuffer on an in-process env; ours is what
+`python experiment/train.py` builds (FusedSAC, our HER buffer, the env in its own process when
+`env_subprocess` resolves to true). Prints env steps/s per run, medians and the ratio ours/SB3, then a profile
+(milliseconds per env step by part) of one run of each.
+
+    python experiment/benchmark_throughput.py [--seeds 0 1 2] [--steps 3000] [--n-critics 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3 import SAC, HerReplayBuffer
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import set_random_seed
+
+from experiment.cli import register_resolvers
+from experiment.train import _env_subprocess
+from interface.algorithms import get_algorithm
+from interface.envs import make_vec_env
+from interface.learner_config import learner_kwargs
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+ENV_ID = "FetchReach-v4"
+PARTS = ("env step", "policy inference", "HER sampling + rewards", "gradient update", "store transition", "rest")
+
+
+def our_config(n_critics: int) -> DictConfig:
+    """Our default training config (conf/main.yaml), with `n_critics` critics."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose("main", overrides=[f"env={ENV_ID}", f"algorithm.per_model_class.sac.policy_kwargs.n_critics={n_critics}"])
+
+
+def build_ours(cfg: DictConfig, seed: int) -> BaseAlgorithm:
+    """The model `experiment/train.py` trains by default, on the env it would build."""
+    spec = get_algorithm("her")
+    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True, subprocess=_env_subprocess(cfg, spec))
+    return spec.build(cfg.algorithm, env, seed, "cpu")
+
+
+def build_sb3(cfg: DictConfig, seed: int) -> BaseAlgorithm:
+    """SB3's SAC with its HerReplayBuffer, on an in-process env, with our config's settings."""
+    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True)
+    kwargs = learner_kwargs(cfg.algorithm, "sac", env.action_space, env.observation_space)
+    kwargs["replay_buffer_class"] = HerReplayBuffer
+    kwargs["replay_buffer_kwargs"] = {
+        "n_sampled_goal": cfg.algorithm.n_sampled_goal,
+        "goal_selection_strategy": cfg.algorithm.goal_selection_strategy,
+    }
+    return SAC(env=env, seed=seed, device="cpu", verbose=0, **kwargs)
+
+
+LOOPS: dict[str, Callable[[DictConfig, int], BaseAlgorithm]] = {"sb3": build_sb3, "ours": build_ours}
+
+
+class StepProfile:
+    """Wall time per part of an env step, from timers wrapped around the learner's and env's methods."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.trains_inside_env_step = False
+
+    def wrap(self, owner: Any, name: str, key: str) -> None:
+        """Time every call of `owner.name` under `key`."""
+        function = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[key] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    def attach(self, model: BaseAlgorithm) -> None:
+        """Wrap the methods one env step of an off-policy SB3-style learner goes through."""
+        env = model.get_env()
+        assert env is not None and model.replay_buffer is not None  # type: ignore[attr-defined]
+        self.wrap(env, "step_async", "env")
+        self.wrap(env, "step_wait", "env")
+        self.wrap(model, "_sample_action", "policy inference")
+        self.wrap(model, "_store_transition", "store transition")
+        self.wrap(model, "_fused_train" if hasattr(model, "_fused_train") else "train", "train")
+        buffer = model.replay_buffer  # type: ignore[attr-defined]
+        self.wrap(buffer, "sample_flat" if hasattr(buffer, "sample_flat") else "sample", "sampling")
+        overlapping = getattr(model, "_overlapping", None)
+        self.trains_inside_env_step = bool(overlapping and overlapping())
+
+    def per_step_ms(self, total_seconds: float, steps: int) -> dict[str, float]:
+        """Milliseconds per env step of each part in PARTS (nested timers separated)."""
+        s = self.seconds
+        train = s["train"]
+        # An overlapping learner trains inside the env wrapper's step_wait, while the env computes.
+        env = s["env"] - train if self.trains_inside_env_step else s["env"]
+        parts = {
+            "env step": env,
+            "policy inference": s["policy inference"],
+            "HER sampling + rewards": s["sampling"],
+            "gradient update": train - s["sampling"],
+            "store transition": s["store transition"],
+        }
+        parts["rest"] = total_seconds - sum(parts.values())
+        return {key: 1000 * value / steps for key, value in parts.items()}
+
+
+def run(loop: str, cfg: DictConfig, seed: int, steps: int, profile: StepProfile | None = None) -> float:
+    """Env steps per second of `loop` over `steps` env steps after `learning_starts` untimed warm-up steps."""
+    set_random_seed(seed)
+    model = LOOPS[loop](cfg, seed)
+    try:
+        model.learn(model.learning_starts)  # type: ignore[attr-defined]
+        if profile is not None:
+            profile.attach(model)
+        started = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        seconds = time.perf_counter() - started
+    finally:
+        model.get_env().close()  # type: ignore[union-attr]
+    if profile is not None:
+        profile.seconds["total"] = seconds
+    return steps / seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=3000, help="timed env steps per run (after warm-up)")
+    parser.add_argument("--n-critics", type=int, default=1, help="critics of both loops (ours default: 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = our_config(args.n_critics)
+    settings = OmegaConf.to_container(cfg.algorithm.learner)
+    print(f"{ENV_ID}, n_critics={args.n_critics}, settings of both loops: {settings}", flush=True)
+    rates: dict[str, list[float]] = {loop: [] for loop in LOOPS}
+    for seed in args.seeds:
+        for loop in LOOPS:
+            rate = run(loop, cfg, seed, args.steps)
+            rates[loop].append(rate)
+            print(f"{loop:>5} seed {seed}: {rate:7.1f} env steps/s", flush=True)
+    medians = {loop: statistics.median(values) for loop, values in rates.items()}
+    print(f"\nmedian env steps/s: SB3 {medians['sb3']:.1f}, ours {medians['ours']:.1f}; "
+          f"ratio ours/SB3 {medians['ours'] / medians['sb3']:.2f}")
+
+    profiles = {}
+    for loop in LOOPS:
+        profile = StepProfile()
+        run(loop, cfg, args.seeds[0], args.steps, profile)
+        profiles[loop] = profile.per_step_ms(profile.seconds["total"], args.steps)
+    print(f"\nprofile, ms per env step (seed {args.seeds[0]}, timers add a little overhead):")
+    print(f"{'part':<24} {'SB3':>7} {'ours':>7}")
+    for part in PARTS:
+        print(f"{part:<24} {profiles['sb3'][part]:7.3f} {profiles['ours'][part]:7.3f}")
+    totals = {loop: sum(values.values()) for loop, values in profiles.items()}
+    print(f"{'total':<24} {totals['sb3']:7.3f} {totals['ours']:7.3f}")
+    print("(ours with env_subprocess: the env computes in its own process during the gradient step; 'env step' is"
+          " what is left of it: sending the action, waiting, normalising)")
+    print(f"\ncommand: python {shlex.join(['experiment/benchmark_throughput.py', *(argv or sys.argv[1:])])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
