@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from ideas_baselines.her import HindsightReplayBuffer
 from ideas_baselines.her.hindsight_replay_buffer import FlatBatch
-from ideas_baselines.sac import FusedSAC, TrainWhileStepping
+from ideas_baselines.sac import FusedSAC, TrainWhileStepping, fused_sac
 from interface.envs import goal_functions, make_env, make_vec_env
 from util.subproc_vec_env import GoalSubprocVecEnv
 
@@ -49,9 +49,7 @@ def test_fused_gradients_equal_sb3_losses(n_critics: int, monkeypatch: pytest.Mo
         rewards=-th.randint(0, 2, (n, 1)).float(), dones=th.randint(0, 2, (n, 1)).float(),
     )
     monkeypatch.setattr(model, "_sample_batch", lambda batch_size: (batch, model.gamma))
-    optimizers = [policy.actor.optimizer, policy.critic.optimizer, model.ent_coef_optimizer]
-    for optimizer in optimizers:
-        monkeypatch.setattr(optimizer, "step", lambda: None)  # keep the gradients, leave the weights
+    monkeypatch.setattr(fused_sac, "joint_adam_step", lambda optimizers: None)  # keep the gradients and weights
     target_before = [p.detach().clone() for p in policy.critic_target.parameters()]
 
     th.manual_seed(7)
@@ -156,6 +154,28 @@ def test_flat_sample_is_the_normalised_dict_sample() -> None:
     th.testing.assert_close(flat.rewards, reference.rewards)
     th.testing.assert_close(flat.dones, reference.dones)
     th.testing.assert_close(flat.actions, reference.actions)
+
+
+def test_joint_adam_step_equals_each_optimizers_step() -> None:
+    """One functional Adam call over several optimizers updates weights and states exactly as their `step()`."""
+    th.manual_seed(0)
+    weights = [th.nn.Parameter(th.randn(5, 3)) for _ in range(3)]
+    copies = [th.nn.Parameter(w.detach().clone()) for w in weights]
+
+    def optimizers(params: list[th.nn.Parameter]) -> list[th.optim.Optimizer]:
+        return [th.optim.Adam(params[:2], lr=1e-2, fused=True), th.optim.Adam(params[2:], lr=1e-2, fused=True)]
+
+    ours, theirs = optimizers(weights), optimizers(copies)
+    for step in range(4):
+        gradients = [th.randn(5, 3) for _ in weights]
+        for w, c, g in zip(weights, copies, gradients):
+            w.grad, c.grad = g.clone(), g.clone()
+        fused_sac.joint_adam_step(ours)
+        for optimizer in theirs:
+            optimizer.step()
+        for w, c in zip(weights, copies):
+            th.testing.assert_close(w, c, rtol=0, atol=0)
+    assert int(ours[0].state[weights[0]]["step"]) == 4
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

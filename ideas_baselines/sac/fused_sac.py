@@ -12,6 +12,7 @@ from stable_baselines3.common.utils import is_vectorized_observation
 from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch import nn
+from torch.optim.adam import adam as functional_adam
 
 from ideas_baselines.her.hindsight_replay_buffer import FlatBatch, HindsightReplayBuffer
 from ideas_baselines.sac.lean_networks import Layer, LeanNetworks, lean_networks
@@ -28,6 +29,46 @@ def _skip_unchanged_mode_switches(policy: nn.Module) -> None:
             switch(mode)
 
     policy.set_training_mode = set_training_mode  # type: ignore[method-assign]
+
+
+_ADAM_SETTINGS = ("betas", "lr", "weight_decay", "eps", "maximize", "foreach", "capturable", "differentiable",
+                  "fused", "decoupled_weight_decay", "amsgrad")
+
+
+def joint_adam_step(optimizers: list[th.optim.Optimizer]) -> None:
+    """Step several Adam optimizers with one call of torch's functional Adam over all their parameters.
+
+    The same update as each optimizer's `step()` (their own state tensors are updated), without their per-call
+    bookkeeping, which for small networks costs more than the update. Falls back to `step()` while any
+    parameter has no state yet (the first step creates it), or when the groups' settings differ.
+    """
+    groups = [(optimizer, group) for optimizer in optimizers for group in optimizer.param_groups]
+    settings = {key: groups[0][1].get(key) for key in _ADAM_SETTINGS}
+    params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+    for optimizer, group in groups:
+        if not isinstance(optimizer, th.optim.Adam) or settings["amsgrad"] or any(
+            group.get(key) != value for key, value in settings.items()
+        ):
+            break
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter)
+            if not state or parameter.grad is None:
+                break
+            params.append(parameter)
+            grads.append(parameter.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        else:
+            continue
+        break
+    else:
+        beta1, beta2 = settings.pop("betas")
+        settings.pop("amsgrad")
+        functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1, beta2=beta2, **settings)
+        return
+    for optimizer in optimizers:
+        optimizer.step()
 
 
 class FusedSAC(SAC):
@@ -135,8 +176,7 @@ class FusedSAC(SAC):
             if self.ent_coef_optimizer is not None:
                 self.log_ent_coef.grad = values[3].reshape(self.log_ent_coef.shape).clone()
                 values[3] = values[3] * self.log_ent_coef.detach().reshape(())  # the loss itself, for the log
-            for optimizer in optimizers:
-                optimizer.step()
+            joint_adam_step(optimizers)
             if gradient_step % self.target_update_interval == 0:
                 with th.no_grad():
                     th._foreach_lerp_(target_params, critic_params, self.tau)

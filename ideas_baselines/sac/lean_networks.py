@@ -86,7 +86,7 @@ def mlp_backward(
                 break
         grad = grad @ weight
         if index > 0:
-            grad = grad.mul_(inputs[index] > 0)
+            grad = grad.mul_(inputs[index].sign())  # ReLU's derivative: its output is >= 0, so sign is 0 or 1
     if weight_grads is None:
         return grad
     weight_grads.extend(reversed(grads))
@@ -191,7 +191,7 @@ class LeanNetworks(NamedTuple):
         ]
         grad_latent = grad_pre_tanh @ self.actor_mu[0] + grad_log_std @ self.actor_log_std[0]
         if self.actor_hidden:
-            grad_latent = grad_latent.mul_(latent > 0)
+            grad_latent = grad_latent.mul_(latent.sign())
         hidden_grads: list[th.Tensor] = []
         mlp_backward(grad_latent, self.actor_hidden, [x[:n] for x in actor.hidden.inputs], hidden_grads)
         return hidden_grads + head_grads
