@@ -98,11 +98,15 @@ def test_batched_reward_matches_per_sample_and_success(env_id: str) -> None:
     env.close()
 
 
-@pytest.mark.parametrize("env_id", BLOCKS_IDS)
-def test_scripted_controller_solves_blocks(env_id: str) -> None:
-    seeds = range(4)
-    successes = sum(scripted_success(env_id, seed) for seed in seeds)
-    assert successes >= 3, f"{successes}/{len(seeds)} scripted episodes succeeded"
+@pytest.mark.parametrize(
+    ("env_id", "n_seeds", "min_successes"),
+    [pytest.param(env_id, 4, 3, id=env_id) for env_id in BLOCKS_IDS]
+    + [pytest.param(env_id, 10, 8, marks=pytest.mark.slow, id=f"{env_id}-10seeds") for env_id in BLOCKS_IDS],
+)
+def test_scripted_controller_solves_blocks(env_id: str, n_seeds: int, min_successes: int) -> None:
+    """Most seeds succeed: 3 of 4 in the quick suite, 8 of 10 (the issue's bar) with `-m slow`."""
+    successes = sum(scripted_success(env_id, seed) for seed in range(n_seeds))
+    assert successes >= min_successes, f"{successes}/{n_seeds} scripted episodes succeeded"
 
 
 @pytest.mark.parametrize("env_id", ["Hook-o1-v1", "ButtonUnlock-o1-v1", "ButtonUnlock-o2-v1"])
@@ -110,6 +114,25 @@ def test_scripted_controller_solves_hook_and_buttons(env_id: str) -> None:
     seeds = range(10)
     successes = sum(scripted_success(env_id, seed) for seed in seeds)
     assert successes >= 8, f"{successes}/{len(seeds)} scripted episodes succeeded"
+
+
+@pytest.mark.parametrize(
+    ("env_id", "achieved", "desired", "expected"),
+    [
+        ("Hook-o1-v1", [1.3, 0.7, 0.425], [1.3, 0.7, 0.725], -0.3),
+        ("ButtonUnlock-o2-v1", [1.3, 0.7, 0.5, 1.0, 0.0], [1.3, 0.3, 0.5, 1.0, 1.0], -1.4),
+        ("AntReacher-v1", [0.0, 0.0], [3.0, 4.0], -5.0),
+        ("Ant4Rooms-v1", [3.0, 3.0], [-3.0, 3.0], -6.0),
+    ],
+)
+def test_dense_reward_is_minus_the_summed_part_distances(
+    env_id: str, achieved: list[float], desired: list[float], expected: float
+) -> None:
+    env = gym.make(env_id, reward_type="dense")
+    reward = env.unwrapped.compute_reward(np.array(achieved), np.array(desired), {})
+    assert reward == pytest.approx(expected)
+    assert env.unwrapped.compute_reward(np.array(desired), np.array(desired), {}) == 0.0
+    env.close()
 
 
 def test_hook_block_is_out_of_the_grippers_reach() -> None:
