@@ -1,6 +1,6 @@
 """Measure sweep scale-out: one sweep worker against two workers sharing one PostgreSQL study, same 8 trials.
 
-Both runs get the same trials: HER-SAC on FetchReach-v4 with a fixed budget (2 epochs of 500 env steps, no
+Both runs get the same trials: HER-SAC on FetchReach-v4 with a fixed budget (2 epochs of 1,000 env steps, no
 pruning, no early stop), only the learning rate sampled, so every trial costs the same. Each worker is its own
 `train.py --multirun` process with `n_jobs=1`, as on separate machines. The PostgreSQL server is a throwaway one
 on 127.0.0.1 (Debian's `postgresql` package; initdb into a temp dir), unless `--storage` names another.
@@ -33,7 +33,7 @@ TRIAL = [
     "~search_space",
     "algorithm.learner.learning_rate=tag(log, interval(0.0003, 0.003))",
     "n_epochs=2",
-    "eval_after_n_steps=500",
+    "eval_after_n_steps=1000",
     "n_test_rollouts=2",
     "early_stop_threshold=2",  # never reached: every trial runs its full budget
     "progress_bar=false",
@@ -85,7 +85,8 @@ class LocalPostgres:
             shutil.chown(self.root, "postgres", "postgres")
         try:
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c fsync=off"
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root}"
+            options += " -c fsync=off"  # a throwaway server: speed over durability
             self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-o", options, "start")
         except BaseException:
             self.__exit__()
@@ -162,7 +163,8 @@ def report(title: str, rows: list[TrialRow], wall: float, n_workers: int) -> flo
         print(f"| {row.number} | {row.worker} | {row.state} | {row.seconds:.1f} |")
     print(
         f"wall {wall:.1f} s (process start-up included), {complete} complete trials, {per_hour:.0f} trials/hour, "
-        f"worker utilisation {busy / (n_workers * wall):.0%} (trial seconds / (workers x wall))"
+        f"worker utilisation {busy / (n_workers * wall):.0%} (trial seconds / (workers x wall)), "
+        f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     return per_hour
 

@@ -23,11 +23,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from experiment.benchmark_sweep_workers import LocalPostgres, free_port, postgres_bin_dir
+from hydra_plugins.ideas_optuna_sweeper._impl import OptunaSweep
 from hydra_plugins.ideas_optuna_sweeper._shared_study import trials_in_budget
+from hydra_plugins.ideas_optuna_sweeper.config import IdeasOptunaSweeperConf
 from tests.sweeper_faults import PROJECT_ROOT, sweep_command
+from util.errors import ConfigError
 
 POINTS = [f"ok_{i}" for i in range(8)]
 
@@ -37,7 +41,7 @@ def postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL server on 127.0.0.1 for this module's tests."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL binaries not found (pg_ctl on PATH or /usr/lib/postgresql/*/bin): apt-get install postgresql")
+        pytest.skip("PostgreSQL not found (pg_ctl on PATH or in /usr/lib/postgresql/*/bin): apt-get install postgresql")
     with LocalPostgres(bin_dir) as server:
         yield server
 
@@ -52,7 +56,8 @@ class Workers:
     def start(self, name: str, storage: str, points: list[str], *args: str) -> subprocess.Popen:
         """Start a worker on `storage`: a grid over `points`, n_trials = their number, one trial at a time."""
         grid = [f"+env_kwargs.fault=choice({','.join(points)})", "hydra.sweeper.sampler=grid"]
-        settings = [f"hydra.sweeper.n_trials={len(points)}", "hydra.sweeper.n_jobs=1", f"hydra.sweeper.storage={storage}"]
+        settings = [f"hydra.sweeper.n_trials={len(points)}", "hydra.sweeper.n_jobs=1"]
+        settings.append(f"hydra.sweeper.storage={storage}")
         command, env = sweep_command(self.tmp, *grid, *settings, *args, name=name)
         with (self.tmp / f"{name}.log").open("w") as log:
             process = subprocess.Popen(command, cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -104,6 +109,16 @@ def test_bad_heartbeat_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: hydra.sweeper.heartbeat_interval: must be an integer >= 1 (seconds) or null, got 0"
     ]
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://host/db", "mysql://user@host/db", "not a url"])
+def test_unusable_storage_url_is_a_config_error_naming_the_forms(tmp_path: Path, url: str) -> None:
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    sweep = OptunaSweep(IdeasOptunaSweeperConf(storage=url), None, None, config)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="postgresql\\+psycopg://") as error:
+        sweep._validate_settings()
+    assert error.value.key == "hydra.sweeper.storage"
 
 
 def test_two_workers_share_one_study_without_duplicates(workers: Workers, postgres: LocalPostgres) -> None:
@@ -249,7 +264,7 @@ def test_submitit_local_launcher_runs_a_two_trial_sweep(tmp_path: Path) -> None:
     assert result.returncode == 0, output[-3000:]
     assert "on LocalLauncher" in output
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
-    assert sorted(t.params["env_kwargs.fault"] for t in study.trials if t.state == TrialState.COMPLETE) == ["ok_a", "ok_b"]
+    assert _complete_points(study.trials) == ["ok_a", "ok_b"]
     assert all(sorted(t.intermediate_values) == [1, 2] for t in study.trials)  # the pruning link reached the jobs
     job_logs = list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert len(job_logs) == 2, job_logs  # one submitit job per trial

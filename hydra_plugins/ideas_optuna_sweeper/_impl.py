@@ -144,6 +144,15 @@ class OptunaSweep:
             value = getattr(s, key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"hydra.sweeper.{key}", f"must be an integer >= 1 (seconds) or null, got {value!r}")
+        if s.storage is not None:
+            try:
+                sqlalchemy.engine.make_url(s.storage).get_dialect().import_dbapi()
+            except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError) as error:
+                raise ConfigError(
+                    "hydra.sweeper.storage",
+                    f"cannot use this URL ({type(error).__name__}: {error})",
+                    ["sqlite:///<file>", "postgresql+psycopg://<user>@<host>:<port>/<db> (pip install -e '.[cluster]')"],
+                ) from None
         if not isinstance(s.max_retry, int) or s.max_retry < 0:
             raise ConfigError("hydra.sweeper.max_retry", f"must be an integer >= 0, got {s.max_retry!r}")
         if s.early_stop_factor <= 0:
@@ -241,7 +250,10 @@ class OptunaSweep:
         experiment = client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
             return
-        query = f"tags.`sweep/study` = '{study_name}' and tags.`sweep/trial` = '{number}' and attributes.status = 'RUNNING'"
+        query = (
+            f"tags.`sweep/study` = '{study_name}' and tags.`sweep/trial` = '{number}' "
+            "and attributes.status = 'RUNNING'"
+        )
         for run in client.search_runs([experiment.experiment_id], filter_string=query):
             client.set_tag(run.info.run_id, "sweep/state", "FAIL")
             client.set_tag(run.info.run_id, "sweep/error", "its worker stopped sending heartbeats")
@@ -349,7 +361,7 @@ class OptunaSweep:
             sys.exit(1)
 
     def _fail_stale_trials(self) -> None:
-        """Every heartbeat interval: mark trials of dead workers FAIL (their params are retried, see _on_stale_trial)."""
+        """Every heartbeat interval: mark trials of dead workers FAIL (and so retry their params)."""
         interval = self.settings.heartbeat_interval
         if interval is not None and time.monotonic() - self.stale_checked >= interval:
             self.stale_checked = time.monotonic()
@@ -358,11 +370,13 @@ class OptunaSweep:
     def _wait_for_other_workers(self) -> bool:
         """With this worker's trials done and n_trials used up: whether other workers still run trials.
 
-        A worker stays until then (with heartbeats on) so that a trial whose worker dies is retried here.
+        A worker stays until then (with heartbeats on) so that a trial whose worker dies is retried here. Only
+        trials that beat count: one left RUNNING by a sweep without heartbeats could never end the wait.
         """
         if self.heartbeat is None or self.stop_reason is not None:
             return False
-        others = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        others = sum(bool(trial.user_attrs.get("heartbeat")) for trial in running)
         if others and not self.waiting_noted:
             log.info("waiting for %d trial(s) of other workers, to retry any whose worker dies", others)
             self.waiting_noted = True
@@ -457,7 +471,10 @@ class OptunaSweep:
         if trial is None:
             return False
         slot = min(set(range(self.settings.n_jobs)) - set(self.running))
+        if self.heartbeat is not None:
+            self.heartbeat.add(trial._trial_id)
         trial.set_user_attr("worker", self.worker)
+        trial.set_user_attr("heartbeat", self.heartbeat is not None)  # other workers wait only for such trials
         n_epochs = self._epoch_cap()
         run = MlflowRun(
             self.tracking_uri,
@@ -478,8 +495,6 @@ class OptunaSweep:
         except Exception as error:  # a sampled value the config rejects: this trial fails, the sweep goes on
             self._tell(trial, run, TrialOutcome("FAIL", error=describe(error)), n_epochs)
             return True
-        if self.heartbeat is not None:
-            self.heartbeat.add(trial._trial_id)
         runner: ProcessTrial | LauncherTrial
         if self.launcher is None:
             jobs = TrialJobs(
@@ -501,8 +516,6 @@ class OptunaSweep:
         self.busy_seconds += now - entry.started
         self.free_since[entry.slot] = now
         self._tell(entry.trial, entry.run, outcome, entry.n_epochs)
-        if self.heartbeat is not None:
-            self.heartbeat.discard(entry.trial._trial_id)
         self._send_comet_archives(entry.configs)
 
     def _send_comet_archives(self, configs: list[DictConfig]) -> None:
@@ -525,10 +538,12 @@ class OptunaSweep:
             self.archives_noted = True
 
     def _tell(self, trial: optuna.Trial, run: MlflowRun, outcome: TrialOutcome, n_epochs: int) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.discard(trial._trial_id)
         try:
             trial.set_user_attr("env_steps", outcome.env_steps)
         except optuna.exceptions.UpdateFinishedTrialError:  # this worker's heartbeats lapsed: another failed it
-            log.warning("trial %d was marked FAIL by another worker (no heartbeat): its result is dropped", trial.number)
+            log.warning("trial %d was marked FAIL by another worker (no heartbeat): result dropped", trial.number)
             run.set_tags({"sweep/state": "FAIL", "sweep/error": "marked FAIL by another worker (no heartbeat)"})
             run.finish("FAILED")
             return
