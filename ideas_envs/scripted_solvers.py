@@ -13,6 +13,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
+import ideas_envs.register_envs  # noqa: F401  (scripted_success makes envs by id)
 from ideas_envs.ant_four_rooms.ant_four_rooms_env import ROOM_SIZE, ROOMS, Ant4RoomsEnv, doorway, room_of
 from ideas_envs.ant_goal_env import AntGoalEnv
 from ideas_envs.blocks.blocks_env import BlocksEnv
@@ -211,14 +212,18 @@ def torso_yaw(quaternion: np.ndarray) -> float:
 
 
 class AntGaitWalker:
-    """Walks the ant with its own motors along waypoints: each step it picks, of the four turned copies of the
-    open-loop gait above, the one whose walking direction (in the torso's frame) is closest to the next waypoint."""
+    """Walks the ant with its own motors along waypoints: of the four turned copies of the open-loop gait above it
+    uses the one whose walking direction (in the torso's frame) is closest to the next waypoint, and keeps it until
+    the waypoint is ``SWITCH_MARGIN`` beyond half-way to another one (frequent switching made the ant fall more)."""
+
+    SWITCH_MARGIN = 0.3  # radians
 
     def __init__(self, env: AntGoalEnv, waypoints: list[np.ndarray]) -> None:
         self.env = env
         self.waypoints = waypoints
         self.step = 0
         self.gaits = [rotated_gait(turns) for turns in range(4)]
+        self.turns: int | None = None
 
     def __call__(self) -> np.ndarray:
         xy = self.env.torso_xy()
@@ -226,7 +231,10 @@ class AntGaitWalker:
             self.waypoints.pop(0)
         offset = self.waypoints[0] - xy
         bearing = np.arctan2(offset[1], offset[0]) - torso_yaw(self.env.data.qpos[3:7])
-        amplitude, phase, torque_offset = self.gaits[int(np.round(bearing / (np.pi / 2))) % 4]
+        off_course = None if self.turns is None else abs(np.angle(np.exp(1j * (bearing - self.turns * np.pi / 2))))
+        if off_course is None or off_course > np.pi / 4 + self.SWITCH_MARGIN:
+            self.turns = int(np.round(bearing / (np.pi / 2))) % 4
+        amplitude, phase, torque_offset = self.gaits[self.turns]
         action = np.clip(torque_offset + amplitude * np.sin(GAIT_OMEGA * self.step + phase), -1.0, 1.0)
         self.step += 1
         return action
