@@ -23,6 +23,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
@@ -131,10 +132,14 @@ def test_two_workers_share_one_study_without_duplicates(workers: Workers, postgr
     assert [t.number for t in trials] == list(range(8))  # n_trials holds for the study, not per worker
     assert _complete_points(trials) == POINTS  # every grid point exactly once, every trial recorded COMPLETE
     assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)  # each trial reported to the shared study
-    by_worker: dict[str, int] = {}
-    for trial in trials:
-        by_worker[trial.user_attrs["worker"]] = by_worker.get(trial.user_attrs["worker"], 0) + 1
-    assert len(by_worker) == 2, by_worker  # both workers ran trials
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    recorded = []  # each worker's MLflow store holds a finished run for each of its trials
+    for name in ("worker0", "worker1"):
+        client = MlflowClient(f"sqlite:///{workers.tmp / f'{name}-mlflow.db'}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`sweep/trial` != ''")
+        assert all(run.data.tags["sweep/state"] == "COMPLETE" and run.info.status == "FINISHED" for run in runs)
+        recorded += [int(run.data.tags["sweep/trial"]) for run in runs]
+    assert sorted(recorded) == list(range(8))
 
 
 def test_a_killed_workers_trial_is_failed_and_retried_by_the_other(workers: Workers, postgres: LocalPostgres) -> None:
