@@ -76,9 +76,9 @@ class LocalPostgres:
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def _run(self, program: str, *args: str) -> None:
-        subprocess.run(
-            [*self.as_user, str(self.bin_dir / program), *args], check=True, capture_output=True, text=True, timeout=120
-        )
+        command = [*self.as_user, str(self.bin_dir / program), *args]
+        # cwd: the server's own folder, which user postgres can enter (initdb fails where it cannot read its cwd)
+        subprocess.run(command, cwd=self.root, check=True, capture_output=True, text=True, timeout=120)
 
     def __enter__(self) -> LocalPostgres:
         if self.as_user:
