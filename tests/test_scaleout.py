@@ -23,11 +23,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from experiment.benchmark_sweep_workers import LocalPostgres, free_port, postgres_bin_dir
+from experiment.cli import register_resolvers
 from hydra_plugins.ideas_optuna_sweeper._impl import OptunaSweep
 from hydra_plugins.ideas_optuna_sweeper._shared_study import trials_in_budget
 from hydra_plugins.ideas_optuna_sweeper.config import IdeasOptunaSweeperConf
@@ -274,3 +276,17 @@ def test_submitit_local_launcher_runs_a_two_trial_sweep(tmp_path: Path) -> None:
     job_logs = list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert len(job_logs) == 2, job_logs  # one submitit job per trial
     assert {p.name for p in (tmp_path / "sweep").iterdir()} >= {"0", "1"}  # job dirs numbered by trial
+
+
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "submitit_local"])
+def test_submitit_launchers_expose_gpu_and_time_settings(launcher: str) -> None:
+    register_resolvers()
+    overrides = [f"hydra/launcher={launcher}", "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=90"]
+    if launcher == "submitit_slurm":
+        overrides.append("hydra.launcher.partition=gpu")
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        config = compose("main", overrides=overrides, return_hydra_config=True)
+    settings = config.hydra.launcher
+    assert settings._target_.endswith("SlurmLauncher" if launcher == "submitit_slurm" else "LocalLauncher")
+    assert (settings.gpus_per_node, settings.timeout_min) == (2, 90)
+    assert launcher == "submitit_local" or settings.partition == "gpu"
