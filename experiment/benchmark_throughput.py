@@ -5,8 +5,9 @@ Both loops get the network, batch size and every other setting of our default HE
 alternately: `learning_starts` warm-up steps (not timed), then `--steps` timed env steps of `learn`.
 SB3's loop is stable-baselines3's SAC with its HerReplayBuffer on an in-process env; ours is what
 `python experiment/train.py` builds (FusedSAC, our HER buffer, the env in its own process when
-`env_subprocess` resolves to true). Prints env steps/s per run, medians and the ratio ours/SB3, then a profile
-(milliseconds per env step by part) of one run of each.
+`env_subprocess` resolves to true); "before" is our loop before the speed-ups (SB3's SAC with our HER buffer,
+in-process env). Prints env steps/s per run, medians and the ratio ours/SB3, then a profile (milliseconds per
+env step by part) of one run of each.
 
     python experiment/benchmark_throughput.py [--seeds 0 1 2] [--steps 3000] [--n-critics 1]
 """
@@ -32,14 +33,16 @@ from stable_baselines3.common.utils import set_random_seed
 
 from experiment.cli import register_resolvers
 from experiment.train import _env_subprocess
+from ideas_baselines.her import HindsightReplayBuffer
 from interface.algorithms import get_algorithm
-from interface.envs import make_vec_env
-from interface.learner_config import learner_kwargs
+from interface.envs import goal_functions, make_vec_env
+from interface.learner_config import her_buffer_kwargs, learner_kwargs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ENV_ID = "FetchReach-v4"
-PARTS = ("env step", "policy inference", "HER sampling + rewards", "gradient update", "store transition", "rest")
+PARTS = ("env step", "policy inference", "HER sampling + rewards", "gradient update", "store transition",
+         "callbacks, logging, rest")
 
 
 def our_config(n_critics: int) -> DictConfig:
@@ -68,7 +71,17 @@ def build_sb3(cfg: DictConfig, seed: int) -> BaseAlgorithm:
     return SAC(env=env, seed=seed, device="cpu", verbose=0, **kwargs)
 
 
-LOOPS: dict[str, Callable[[DictConfig, int], BaseAlgorithm]] = {"sb3": build_sb3, "ours": build_ours}
+def build_before(cfg: DictConfig, seed: int) -> BaseAlgorithm:
+    """Our loop before the speed-ups: SB3's SAC with our HER buffer, on an in-process env."""
+    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True)
+    kwargs = learner_kwargs(cfg.algorithm, "sac", env.action_space, env.observation_space)
+    model = SAC(env=env, seed=seed, device="cpu", verbose=0, replay_buffer_class=HindsightReplayBuffer,
+                replay_buffer_kwargs=her_buffer_kwargs(cfg.algorithm), **kwargs)
+    model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
+    return model
+
+
+LOOPS: dict[str, Callable[[DictConfig, int], BaseAlgorithm]] = {"sb3": build_sb3, "before": build_before, "ours": build_ours}
 
 
 class StepProfile:
@@ -101,7 +114,9 @@ class StepProfile:
         self.wrap(model, "_store_transition", "store transition")
         self.wrap(model, "_fused_train" if hasattr(model, "_fused_train") else "train", "train")
         buffer = model.replay_buffer  # type: ignore[attr-defined]
-        self.wrap(buffer, "sample_flat" if hasattr(buffer, "sample_flat") else "sample", "sampling")
+        for name in ("sample", "sample_flat"):  # neither calls the other
+            if hasattr(buffer, name):
+                self.wrap(buffer, name, "sampling")
         overlapping = getattr(model, "_overlapping", None)
         self.trains_inside_env_step = bool(overlapping and overlapping())
 
@@ -118,7 +133,7 @@ class StepProfile:
             "gradient update": train - s["sampling"],
             "store transition": s["store transition"],
         }
-        parts["rest"] = total_seconds - sum(parts.values())
+        parts["callbacks, logging, rest"] = total_seconds - sum(parts.values())
         return {key: 1000 * value / steps for key, value in parts.items()}
 
 
@@ -158,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             rates[loop].append(rate)
             print(f"{loop:>5} seed {seed}: {rate:7.1f} env steps/s", flush=True)
     medians = {loop: statistics.median(values) for loop, values in rates.items()}
-    print(f"\nmedian env steps/s: SB3 {medians['sb3']:.1f}, ours {medians['ours']:.1f}; "
-          f"ratio ours/SB3 {medians['ours'] / medians['sb3']:.2f}")
+    print(f"\nmedian env steps/s: SB3 {medians['sb3']:.1f}, before {medians['before']:.1f}, ours {medians['ours']:.1f}; "
+          f"ratio ours/SB3 {medians['ours'] / medians['sb3']:.2f}, ours/before {medians['ours'] / medians['before']:.2f}")
 
     profiles = {}
     for loop in LOOPS:
@@ -167,11 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         run(loop, cfg, args.seeds[0], args.steps, profile)
         profiles[loop] = profile.per_step_ms(profile.seconds["total"], args.steps)
     print(f"\nprofile, ms per env step (seed {args.seeds[0]}, timers add a little overhead):")
-    print(f"{'part':<24} {'SB3':>7} {'ours':>7}")
+    print(f"{'part':<28}" + "".join(f"{loop:>8}" for loop in LOOPS))
     for part in PARTS:
-        print(f"{part:<24} {profiles['sb3'][part]:7.3f} {profiles['ours'][part]:7.3f}")
-    totals = {loop: sum(values.values()) for loop, values in profiles.items()}
-    print(f"{'total':<24} {totals['sb3']:7.3f} {totals['ours']:7.3f}")
+        print(f"{part:<28}" + "".join(f"{profiles[loop][part]:8.3f}" for loop in LOOPS))
+    print(f"{'total':<28}" + "".join(f"{sum(profiles[loop].values()):8.3f}" for loop in LOOPS))
     print("(ours with env_subprocess: the env computes in its own process during the gradient step; 'env step' is"
           " what is left of it: sending the action, waiting, normalising)")
     print(f"\ncommand: python {shlex.join(['experiment/benchmark_throughput.py', *(argv or sys.argv[1:])])}")

@@ -27,6 +27,7 @@ BAD_INPUT = [
     (["n_test_rollouts=0"], "n_test_rollouts: must be an integer >= 1"),
     (["env=no_such_module_xyz:Thing-v0"], "env: module 'no_such_module_xyz' of env=no_such_module_xyz:Thing-v0 failed"),
     (["no_such_key=1"], "no_such_key: unknown config key (allowed top-level keys:"),
+    (["env_subprocess=sometimes"], "env_subprocess: unknown value 'sometimes' (allowed: auto, true, false)"),
 ]
 
 
