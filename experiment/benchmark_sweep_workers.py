@@ -1,13 +1,17 @@
 """Measure sweep scale-out: one sweep worker against two workers sharing one PostgreSQL study, same 8 trials.
 
-Both runs get the same trials: HER-SAC on FetchReach-v4 with a fixed budget (2 epochs of 1,000 env steps, no
-pruning, no early stop), only the learning rate sampled, so every trial costs the same. Each worker is its own
-`train.py --multirun` process with `n_jobs=1`, as on separate machines. The PostgreSQL server is a throwaway one
+Both runs get the same trials. `--trial fetchreach` (default): HER-SAC on FetchReach-v4 with a fixed budget
+(2 epochs of 1,000 env steps, no pruning, no early stop), only the learning rate sampled, so every trial costs
+the same CPU. `--trial sleep`: a tiny DQN run on the test env `tests.sweeper_faults:Faulty-v0` that waits 10 s
+per env it makes, so trials take time but little CPU: this shows the sweep's own parallelism and overhead when
+the machine has no free core for a second CPU-bound trial. Each worker is its own `train.py --multirun` process
+with `n_jobs=1`, as on separate machines. The PostgreSQL server is a throwaway one
 on 127.0.0.1 (Debian's `postgresql` package; initdb into a temp dir), unless `--storage` names another.
-Prints the trial table (trial, worker, state, duration) of each run, worker utilisation and trials per hour,
-and the ratio two workers / one worker.
+Prints the trial table (trial, worker, state, duration) of each run, worker utilisation and trials per hour
+(over the wall time from process start, and over the trial span from first trial start to last trial end), and
+the ratios two workers / one worker.
 
-    python experiment/benchmark_sweep_workers.py [--trials 8] [--storage postgresql+psycopg://...]
+    python experiment/benchmark_sweep_workers.py [--trial fetchreach|sleep] [--trials 8] [--storage URL]
 """
 
 from __future__ import annotations
@@ -23,24 +27,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TRIAL = [
-    "env=FetchReach-v4",
+COMMON = [
     "~search_space",
     "algorithm.learner.learning_rate=tag(log, interval(0.0003, 0.003))",
     "n_epochs=2",
-    "eval_after_n_steps=1000",
-    "n_test_rollouts=2",
     "early_stop_threshold=2",  # never reached: every trial runs its full budget
     "progress_bar=false",
     "comet.mode=off",
     "hydra.sweeper.pruner=none",
     "hydra.sweeper.n_jobs=1",
 ]
+TRIALS = {
+    "fetchreach": ["env=FetchReach-v4", "eval_after_n_steps=1000", "n_test_rollouts=2"],
+    "sleep": [
+        "env=tests.sweeper_faults:Faulty-v0",
+        "+env_kwargs.fault=sleep10",
+        "algorithm.model_class=dqn",
+        "algorithm.learner.learning_starts=50",
+        "eval_after_n_steps=100",
+        "n_test_rollouts=2",
+    ],
+}
 
 
 def postgres_bin_dir() -> Path | None:
@@ -111,29 +123,39 @@ class LocalPostgres:
 
 @dataclass(frozen=True)
 class TrialRow:
-    """One trial of the study as the table shows it."""
+    """One trial of the study as the table shows it: number, worker, state, start and end."""
 
     number: int
     worker: str
     state: str
-    seconds: float
+    start: datetime
+    end: datetime
+
+    @property
+    def seconds(self) -> float:
+        """How long the trial ran."""
+        return (self.end - self.start).total_seconds()
 
 
-def run_workers(storage: str, study: str, n_workers: int, n_trials: int, workdir: Path) -> tuple[float, list[str]]:
+def run_workers(
+    trial: list[str], storage: str, study: str, n_workers: int, n_trials: int, workdir: Path
+) -> tuple[float, list[str]]:
     """Start `n_workers` sweep processes on one study at once; wall seconds until the last ends, and commands."""
     commands, processes = [], []
     for index in range(n_workers):
         folder = workdir / f"{study}_worker{index}"
         command = [
-            "nice", "-n", "10", sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), "--multirun", *TRIAL,
+            "nice", "-n", "10", sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), "--multirun",
+            *COMMON, *trial,
             f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
             f"hydra.sweeper.study_name={study}", f"hydra.sweep.dir={folder / 'sweep'}",
             f"base_logdir={folder / 'data'}", f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}",
         ]  # fmt: skip
         folder.mkdir(parents=True)
         commands.append(shlex.join(command))
-        log = (folder / "worker.log").open("w")
-        processes.append(subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT))
+        env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))  # `--trial sleep` imports its env from tests/
+        with (folder / "worker.log").open("w") as log:
+            processes.append(subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT))
     start = time.monotonic()
     codes = [process.wait() for process in processes]
     wall = time.monotonic() - start
@@ -143,35 +165,40 @@ def run_workers(storage: str, study: str, n_workers: int, n_trials: int, workdir
 
 
 def trial_rows(storage: str, study: str) -> list[TrialRow]:
-    """The study's trials: number, worker, state, run seconds."""
+    """The study's trials (all finished: the workers have exited)."""
     import optuna
 
-    rows = []
-    for trial in optuna.load_study(study_name=study, storage=storage).trials:
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0.0
-        rows.append(TrialRow(trial.number, str(trial.user_attrs.get("worker", "?")), trial.state.name, seconds))
-    return rows
+    return [
+        TrialRow(t.number, str(t.user_attrs.get("worker", "?")), t.state.name, t.datetime_start, t.datetime_complete)
+        for t in optuna.load_study(study_name=study, storage=storage).trials
+    ]
 
 
-def report(title: str, rows: list[TrialRow], wall: float, n_workers: int) -> float:
-    """Print the trial table and the run's figures; return its completed trials per hour."""
+def report(title: str, rows: list[TrialRow], wall: float, n_workers: int) -> tuple[float, float]:
+    """Print the trial table and the run's figures; return completed trials per hour of wall and of trial span.
+
+    The span (first trial's start to last trial's end) leaves out the workers' start-up (imports, fork server,
+    study), which a long sweep pays once.
+    """
     complete = sum(row.state == "COMPLETE" for row in rows)
     busy = sum(row.seconds for row in rows)
-    per_hour = complete / wall * 3600
+    span = (max(row.end for row in rows) - min(row.start for row in rows)).total_seconds()
     print(f"\n{title}\n| trial | worker | state | duration s |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row.number} | {row.worker} | {row.state} | {row.seconds:.1f} |")
     print(
-        f"wall {wall:.1f} s (process start-up included), {complete} complete trials, {per_hour:.0f} trials/hour, "
-        f"worker utilisation {busy / (n_workers * wall):.0%} (trial seconds / (workers x wall)), "
+        f"wall {wall:.1f} s (start-up included): {complete / wall * 3600:.0f} trials/hour, worker utilisation "
+        f"{busy / (n_workers * wall):.0%} (trial seconds / (workers x wall)); trial span {span:.1f} s: "
+        f"{complete / span * 3600:.0f} trials/hour, utilisation {busy / (n_workers * span):.0%}; "
         f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    return per_hour
+    return complete / wall * 3600, complete / span * 3600
 
 
 def main() -> None:
     """Run one worker, then two workers, on fresh studies; print both tables and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trial", choices=sorted(TRIALS), default="fetchreach")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--storage", help="an existing PostgreSQL URL (default: a throwaway server here)")
     args = parser.parse_args()
@@ -187,10 +214,11 @@ def main() -> None:
         per_hour = {}
         for n_workers in (1, 2):
             study = f"bench_{tag}_{n_workers}w"
-            wall, commands = run_workers(storage, study, n_workers, args.trials, workdir)
+            wall, commands = run_workers(TRIALS[args.trial], storage, study, n_workers, args.trials, workdir)
             print(f"\n{n_workers} worker(s):\n  " + "\n  ".join(commands))
             per_hour[n_workers] = report(f"{n_workers} worker(s)", trial_rows(storage, study), wall, n_workers)
-        print(f"\ntrials/hour, 2 workers / 1 worker: {per_hour[2] / per_hour[1]:.2f}x")
+        ratios = [two / one for one, two in zip(per_hour[1], per_hour[2])]
+        print(f"\ntrials/hour, 2 workers / 1 worker: {ratios[0]:.2f}x over wall, {ratios[1]:.2f}x over trial span")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """A BitFlipping env that fails on purpose, for the sweeper's crash tests (`env=tests.sweeper_faults:Faulty-v0`).
 
 `env_kwargs.fault`: any value starting with `ok` behaves normally; `raise` raises on reset, `kill` kills its own
-process with SIGKILL on reset, `nan_success` reports `is_success = NaN` (so the trial's objective is NaN).
+process with SIGKILL on reset, `nan_success` reports `is_success = NaN` (so the trial's objective is NaN),
+`sleep<seconds>` (e.g. `sleep10`) waits that long when the env is made: a trial that takes time but no CPU, for
+measuring a sweep's own parallelism on a busy machine (`experiment/benchmark_sweep_workers.py --trial sleep`).
 :func:`sweep_command` is a tiny `--multirun` over this env, as the sweeper tests start it.
 """
 
@@ -11,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ class FaultyBitFlippingEnv(BitFlippingEnv):
     def __init__(self, fault: str = "ok") -> None:
         super().__init__(n_bits=4)
         self.fault = fault
+        if fault.startswith("sleep"):
+            time.sleep(float(fault.removeprefix("sleep")))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         """Reset, or fail as configured."""

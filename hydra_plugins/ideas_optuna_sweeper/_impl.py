@@ -151,7 +151,7 @@ class OptunaSweep:
                 raise ConfigError(
                     "hydra.sweeper.storage",
                     f"cannot use this URL ({type(error).__name__}: {error})",
-                    ["sqlite:///<file>", "postgresql+psycopg://<user>@<host>:<port>/<db> (pip install -e '.[cluster]')"],
+                    ["sqlite:///<file>", "postgresql+psycopg://<user>@<host>:<port>/<db> (extra: .[cluster])"],
                 ) from None
         if not isinstance(s.max_retry, int) or s.max_retry < 0:
             raise ConfigError("hydra.sweeper.max_retry", f"must be an integer >= 0, got {s.max_retry!r}")
@@ -644,10 +644,9 @@ class OptunaSweep:
             self.idle_seconds,
             self.busy_seconds,
         )
-        self.sweep_run.log_metrics(
-            {"sweep/env_steps": float(summary["env_steps"]), "sweep/worker_idle_fraction": summary["worker_idle_fraction"]},
-            step=self.finished,
-        )
+        metrics = {"sweep/env_steps": float(summary["env_steps"])}
+        metrics["sweep/worker_idle_fraction"] = summary["worker_idle_fraction"]
+        self.sweep_run.log_metrics(metrics, step=self.finished)
 
 
 def _process_context() -> Any:
