@@ -1,17 +1,17 @@
 """Benchmark: 2-layer HAC against flat HER-SAC on a long-horizon maze, same env, budget, seeds and test protocol.
 
-    python experiment/benchmark_hac_maze.py [--seeds 0 1 2] [--max-steps 60000] [--eval-every 2000]
-        [--threshold 0.8] [--workdir data/benchmark_hac_maze] [--plot docs/pointmaze_medium_hac_vs_her.png]
-        [--hac OVERRIDE ...] [--her OVERRIDE ...]
+    python experiment/benchmark_hac_maze.py [--env PointMaze_Medium-v3] [--time-scales [30,-1]] [--seeds 0 1 2]
+        [--max-steps 30000] [--eval-every 2000] [--threshold 0.8] [--workdir data/benchmark_hac_maze]
+        [--plot docs/pointmaze_medium_hac_vs_her.png] [--hac OVERRIDE ...] [--her OVERRIDE ...]
 
 Issue 4's bar: on PointMaze_Medium-v3 (or harder) 2-layer HAC reaches test success >= 0.8 in at most half the env
 steps flat HER-SAC needs. For every seed it trains HAC, then HER-SAC (one run at a time, in-process through
 `train(cfg)`), each with `--eval-every` env steps per epoch, 10 deterministic test episodes per epoch and at most
 `--max-steps` env steps; a run stops at its first test >= threshold. The maze is episodic
-(`env_kwargs.continuing_task=false`: an episode ends on success or after 600 steps) and pays -1/0 through the
-env factory's reward-convention wrapper. It prints env steps and wall seconds to the threshold per run, the
-medians (a run that never reached it counts as more than the budget), their ratio, and draws both learning curves
-from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py.
+(`env_kwargs.continuing_task=false`: an episode ends on success or at the step limit, 600 on Medium) and pays
+-1/0 through the env factory's reward-convention wrapper. It prints env steps and wall seconds to the threshold
+per run, the medians (a run that never reached it counts as more than the budget), their ratio, and draws both
+learning curves from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from experiment import plot
 from experiment.benchmark_hac import train_to_threshold
 from experiment.cli import register_resolvers
 
-ENV = "PointMaze_Medium-v3"
 # Shared by both algorithms: the episodic maze and the test protocol.
-COMMON = [f"env={ENV}", "+env_kwargs.continuing_task=false", "n_test_rollouts=10"]
-# 2 layers: 30 subgoals of at most 20 steps (about a cell) each fill the 600-step episode. Measured on seed 0
-# (first test >= 0.8 within 20k steps): [10,-1] not reached (best 0.7), [20,-1] 0.8 at 12k, [30,-1] 0.9 at 12k.
-HAC = ["algorithm=hac", "algorithm.time_scales=[30,-1]"]
+COMMON = ["+env_kwargs.continuing_task=false", "n_test_rollouts=10"]
+# 2 layers on PointMaze_Medium-v3: 30 subgoals of at most 20 steps (about a cell) each fill the 600-step episode.
+# Measured on seed 0 (first test >= 0.8 within 20k steps): [10,-1] not reached (best 0.7), [20,-1] 0.8 at 12k,
+# [30,-1] 0.9 at 12k.
+TIME_SCALES = "[30,-1]"
 HER_SAC = ["algorithm=her", "algorithm.model_class=sac"]
 
 
@@ -47,8 +47,10 @@ def _shown(steps: float, budget: int) -> str:
 def main() -> None:
     """Run HAC and HER-SAC for every seed, one run at a time, then print the comparison and draw the curves."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="PointMaze_Medium-v3", help="a sparse gymnasium-robotics maze")
+    parser.add_argument("--time-scales", default=TIME_SCALES, help="HAC's algorithm.time_scales, top layer first")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-steps", type=int, default=60_000)
+    parser.add_argument("--max-steps", type=int, default=30_000)
     parser.add_argument("--eval-every", type=int, default=2000, help="env steps per epoch (a test after each)")
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--workdir", type=Path, default=Path("data/benchmark_hac_maze"))
@@ -62,12 +64,13 @@ def main() -> None:
     args = parser.parse_args()
     register_resolvers()
     budget = [f"eval_after_n_steps={args.eval_every}", f"n_epochs={args.max_steps // args.eval_every}"]
-    runs = {"hac": [*HAC, *args.hac], "her-sac": [*HER_SAC, *args.her]}
+    hac_overrides = ["algorithm=hac", f"algorithm.time_scales={args.time_scales}"]
+    runs = {"hac": [*hac_overrides, *args.hac], "her-sac": [*HER_SAC, *args.her]}
     steps: dict[str, list[int | None]] = {name: [] for name in runs}
     for seed in args.seeds:
         for name, overrides in runs.items():
             reached, seconds = train_to_threshold(
-                [*COMMON, *budget, f"seed={seed}", *overrides],
+                [f"env={args.env}", *COMMON, *budget, f"seed={seed}", *overrides],
                 args.threshold,
                 args.workdir,
                 args.experiment,
@@ -89,14 +92,15 @@ def main() -> None:
         plot.main([
             "--tracking-uri", f"sqlite:///{args.workdir / 'mlflow.db'}",
             "--experiment", args.experiment,
-            "--env", ENV,
+            "--env", args.env,
             "--group-by", "algorithm",
-            "--title", f"{ENV}: 2-layer HAC vs flat HER-SAC, seeds {' '.join(map(str, args.seeds))}",
+            "--title", f"{args.env}: 2-layer HAC vs flat HER-SAC, seeds {' '.join(map(str, args.seeds))}",
             "--out", str(args.plot),
         ])
     extra = [f"--hac {' '.join(args.hac)}" if args.hac else "", f"--her {' '.join(args.her)}" if args.her else ""]
     command = " ".join(
-        ["python experiment/benchmark_hac_maze.py", "--seeds", *map(str, args.seeds),
+        ["python experiment/benchmark_hac_maze.py", "--env", args.env, "--time-scales", args.time_scales,
+         "--seeds", *map(str, args.seeds),
          "--max-steps", str(args.max_steps), "--eval-every", str(args.eval_every), *filter(None, extra)]
     )
     print(f"reproduce: {command}")
