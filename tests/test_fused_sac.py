@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,3 +234,19 @@ def test_dummy_and_subprocess_envs_step_identically() -> None:
     np.testing.assert_array_equal(steps[0][1], steps[1][1])
     for env in envs:
         env.close()
+
+
+def test_env_worker_leaves_interrupts_to_the_parent_and_closes_after_dying() -> None:
+    """Ctrl-C reaches the whole process group: the worker ignores it; a worker killed anyway still closes."""
+    env = GoalSubprocVecEnv([lambda: make_env("FetchReach-v4")])
+    env.reset()
+    worker = env.processes[0]
+    os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]
+    time.sleep(0.3)
+    assert worker.is_alive()
+    env.step(np.zeros((1, 4), dtype=np.float32))  # still stepping
+    env.step_async(np.zeros((1, 4), dtype=np.float32))  # interrupted mid-step: the parent is waiting
+    os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    worker.join(5)
+    env.close()  # no EOFError / BrokenPipeError from the dead worker
+    assert env.closed and not worker.is_alive()
