@@ -1,7 +1,7 @@
 """Measure sweep scale-out: one sweep worker against two workers sharing one PostgreSQL study, same 8 trials.
 
 Both runs get the same trials. `--trial fetchreach` (default): HER-SAC on FetchReach-v4 with a fixed budget
-(2 epochs of 1,000 env steps, no pruning, no early stop), only the learning rate sampled, so every trial costs
+(2 epochs of 3,000 env steps, no pruning, no early stop), only the learning rate sampled, so every trial costs
 the same CPU. `--trial sleep`: a tiny DQN run on the test env `tests.sweeper_faults:Faulty-v0` that waits 10 s
 per env it makes, so trials take time but little CPU: this shows the sweep's own parallelism and overhead when
 the machine has no free core for a second CPU-bound trial. Each worker is its own `train.py --multirun` process
@@ -43,7 +43,7 @@ COMMON = [
     "hydra.sweeper.n_jobs=1",
 ]
 TRIALS = {
-    "fetchreach": ["env=FetchReach-v4", "eval_after_n_steps=1000", "n_test_rollouts=2"],
+    "fetchreach": ["env=FetchReach-v4", "eval_after_n_steps=3000", "n_test_rollouts=2"],
     "sleep": [
         "env=tests.sweeper_faults:Faulty-v0",
         "+env_kwargs.fault=sleep10",
