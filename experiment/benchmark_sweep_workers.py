@@ -43,7 +43,8 @@ COMMON = [
     "hydra.sweeper.n_jobs=1",
 ]
 TRIALS = {
-    "fetchreach": ["env=FetchReach-v4", "eval_after_n_steps=3000", "n_test_rollouts=2"],
+    # One core per trial (no env process beside it), so that it is the workers that fill the cores.
+    "fetchreach": ["env=FetchReach-v4", "eval_after_n_steps=3000", "n_test_rollouts=2", "env_subprocess=false"],
     "sleep": [
         "env=tests.sweeper_faults:Faulty-v0",
         "+env_kwargs.fault=sleep10",
