@@ -41,15 +41,23 @@ from interface.learner_config import her_buffer_kwargs, learner_kwargs
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ENV_ID = "FetchReach-v4"
-PARTS = ("env step", "policy inference", "HER sampling + rewards", "gradient update", "store transition",
-         "callbacks, logging, rest")
+PARTS = (
+    "env step",
+    "policy inference",
+    "HER sampling + rewards",
+    "gradient update",
+    "store transition",
+    "callbacks, logging, rest",
+)
 
 
 def our_config(n_critics: int) -> DictConfig:
     """Our default training config (conf/main.yaml), with `n_critics` critics."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose("main", overrides=[f"env={ENV_ID}", f"algorithm.per_model_class.sac.policy_kwargs.n_critics={n_critics}"])
+        return compose(
+            "main", overrides=[f"env={ENV_ID}", f"algorithm.per_model_class.sac.policy_kwargs.n_critics={n_critics}"]
+        )
 
 
 def build_ours(cfg: DictConfig, seed: int) -> BaseAlgorithm:
@@ -75,13 +83,24 @@ def build_before(cfg: DictConfig, seed: int) -> BaseAlgorithm:
     """Our loop before the speed-ups: SB3's SAC with our HER buffer, on an in-process env."""
     env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True)
     kwargs = learner_kwargs(cfg.algorithm, "sac", env.action_space, env.observation_space)
-    model = SAC(env=env, seed=seed, device="cpu", verbose=0, replay_buffer_class=HindsightReplayBuffer,
-                replay_buffer_kwargs=her_buffer_kwargs(cfg.algorithm), **kwargs)
+    model = SAC(
+        env=env,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        replay_buffer_class=HindsightReplayBuffer,
+        replay_buffer_kwargs=her_buffer_kwargs(cfg.algorithm),
+        **kwargs,
+    )
     model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
     return model
 
 
-LOOPS: dict[str, Callable[[DictConfig, int], BaseAlgorithm]] = {"sb3": build_sb3, "before": build_before, "ours": build_ours}
+LOOPS: dict[str, Callable[[DictConfig, int], BaseAlgorithm]] = {
+    "sb3": build_sb3,
+    "before": build_before,
+    "ours": build_ours,
+}
 
 
 class StepProfile:
@@ -173,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             rates[loop].append(rate)
             print(f"{loop:>5} seed {seed}: {rate:7.1f} env steps/s", flush=True)
     medians = {loop: statistics.median(values) for loop, values in rates.items()}
-    print(f"\nmedian env steps/s: SB3 {medians['sb3']:.1f}, before {medians['before']:.1f}, ours {medians['ours']:.1f}; "
-          f"ratio ours/SB3 {medians['ours'] / medians['sb3']:.2f}, ours/before {medians['ours'] / medians['before']:.2f}")
+    print(
+        f"\nmedian env steps/s: SB3 {medians['sb3']:.1f}, before {medians['before']:.1f}, ours {medians['ours']:.1f}; "
+        f"ratio ours/SB3 {medians['ours'] / medians['sb3']:.2f}, ours/before {medians['ours'] / medians['before']:.2f}"
+    )
 
     profiles = {}
     for loop in LOOPS:
@@ -186,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     for part in PARTS:
         print(f"{part:<28}" + "".join(f"{profiles[loop][part]:8.3f}" for loop in LOOPS))
     print(f"{'total':<28}" + "".join(f"{sum(profiles[loop].values()):8.3f}" for loop in LOOPS))
-    print("(ours with env_subprocess: the env computes in its own process during the gradient step; 'env step' is"
-          " what is left of it: sending the action, waiting, normalising)")
+    print(
+        "(ours with env_subprocess: the env computes in its own process during the gradient step; 'env step' is"
+        " what is left of it: sending the action, waiting, normalising)"
+    )
     print(f"\ncommand: python {shlex.join(['experiment/benchmark_throughput.py', *(argv or sys.argv[1:])])}")
     return 0
 

@@ -24,8 +24,15 @@ from util.subproc_vec_env import GoalSubprocVecEnv
 def _model(n_critics: int = 2, subprocess: bool = False, learning_starts: int = 100) -> FusedSAC:
     env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=True, subprocess=subprocess)
     model = FusedSAC(
-        "MultiInputPolicy", env, seed=0, device="cpu", learning_starts=learning_starts, batch_size=32, gamma=0.95,
-        replay_buffer_class=HindsightReplayBuffer, replay_buffer_kwargs={"n_sampled_goal": 4},
+        "MultiInputPolicy",
+        env,
+        seed=0,
+        device="cpu",
+        learning_starts=learning_starts,
+        batch_size=32,
+        gamma=0.95,
+        replay_buffer_class=HindsightReplayBuffer,
+        replay_buffer_kwargs={"n_sampled_goal": 4},
         policy_kwargs={"net_arch": [32, 32], "n_critics": n_critics},
     )
     model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
@@ -48,8 +55,10 @@ def test_fused_gradients_equal_sb3_losses(n_critics: int, monkeypatch: pytest.Mo
     policy = model.policy
     n = 32
     batch = FlatBatch(
-        observations=th.randn(2 * n, 16), actions=th.rand(n, 4) * 2 - 1,
-        rewards=-th.randint(0, 2, (n, 1)).float(), dones=th.randint(0, 2, (n, 1)).float(),
+        observations=th.randn(2 * n, 16),
+        actions=th.rand(n, 4) * 2 - 1,
+        rewards=-th.randint(0, 2, (n, 1)).float(),
+        dones=th.randint(0, 2, (n, 1)).float(),
     )
     monkeypatch.setattr(model, "_sample_batch", lambda batch_size: (batch, model.gamma))
     monkeypatch.setattr(fused_sac, "joint_adam_step", lambda optimizers: None)  # keep the gradients and weights
@@ -85,7 +94,11 @@ def test_fused_gradients_equal_sb3_losses(n_critics: int, monkeypatch: pytest.Mo
     current_q = policy.critic(observations, batch.actions)
     critic_loss = 0.5 * sum(th.nn.functional.mse_loss(q, target_q) for q in current_q)
     frozen = {name: p.detach() for name, p in policy.critic.named_parameters()}
-    q_pi = th.cat(functional_call(policy.critic, frozen, (observations, actions_pi)), dim=1).min(dim=1, keepdim=True).values
+    q_pi = (
+        th.cat(functional_call(policy.critic, frozen, (observations, actions_pi)), dim=1)
+        .min(dim=1, keepdim=True)
+        .values
+    )
     actor_loss = (ent_coef * log_prob - q_pi).mean()
     expected_critic = th.autograd.grad(critic_loss, critic_params, allow_unused=True)
     expected_actor = th.autograd.grad(actor_loss, actor_params, retain_graph=True, allow_unused=True)
@@ -151,7 +164,10 @@ def test_flat_sample_is_the_normalised_dict_sample() -> None:
     reference = buffer.sample(64, env)
     keys = list(model.observation_space.spaces)  # type: ignore[attr-defined]
     expected = th.cat(
-        [th.cat([reference.observations[k] for k in keys], 1), th.cat([reference.next_observations[k] for k in keys], 1)]
+        [
+            th.cat([reference.observations[k] for k in keys], 1),
+            th.cat([reference.next_observations[k] for k in keys], 1),
+        ]
     )
     th.testing.assert_close(flat.observations, expected, rtol=1e-5, atol=1e-5)
     th.testing.assert_close(flat.rewards, reference.rewards)

@@ -46,7 +46,11 @@ class GoalSubprocVecEnv(SubprocVecEnv):
         """Stateless goal functions and static facts from the local copy, everything else from the workers."""
         if attr_name not in LOCAL_ATTRIBUTES:
             return super().get_attr(attr_name, indices)
-        value = getattr(self.local_env, attr_name) if attr_name == "unwrapped" else self.local_env.get_wrapper_attr(attr_name)
+        value = (
+            getattr(self.local_env, attr_name)
+            if attr_name == "unwrapped"
+            else self.local_env.get_wrapper_attr(attr_name)
+        )
         return [value for _ in self._get_indices(indices)]
 
     def close(self) -> None:

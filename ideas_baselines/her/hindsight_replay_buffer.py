@@ -251,10 +251,8 @@ class HindsightReplayBuffer(DictReplayBuffer):
         """
         batch = self.sample_transitions(batch_size)
         keys = list(self.observations)
-        flat = np.concatenate(
-            [np.concatenate([batch.observations[key], batch.next_observations[key]]).reshape(2 * batch_size, -1) for key in keys],
-            axis=1,
-        )
+        halves = [np.concatenate([batch.observations[key], batch.next_observations[key]]) for key in keys]
+        flat = np.concatenate([half.reshape(2 * batch_size, -1) for half in halves], axis=1)
         mean, std, clip = _flat_normalizer(keys, [int(np.prod(self.obs_shape[key])) for key in keys], env)
         flat = np.clip((flat - mean) / std, -clip, clip).astype(np.float32)
         return FlatBatch(
@@ -265,7 +263,9 @@ class HindsightReplayBuffer(DictReplayBuffer):
         )
 
 
-def _flat_normalizer(keys: list[str], sizes: list[int], env: VecNormalize | None) -> tuple[np.ndarray, np.ndarray, float]:
+def _flat_normalizer(
+    keys: list[str], sizes: list[int], env: VecNormalize | None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Mean, standard deviation and clip bound of VecNormalize's observation normalisation, per flat column."""
     means, stds = [], []
     normalized = env is not None and env.norm_obs
@@ -273,7 +273,8 @@ def _flat_normalizer(keys: list[str], sizes: list[int], env: VecNormalize | None
         if normalized and key in env.norm_obs_keys:  # type: ignore[union-attr]
             statistics = env.obs_rms[key]  # type: ignore[union-attr,index]
             means.append(np.asarray(statistics.mean, dtype=np.float64).reshape(-1))
-            stds.append(np.sqrt(np.asarray(statistics.var, dtype=np.float64).reshape(-1) + env.epsilon))  # type: ignore[union-attr]
+            variance = np.asarray(statistics.var, dtype=np.float64).reshape(-1)
+            stds.append(np.sqrt(variance + env.epsilon))  # type: ignore[union-attr]
         else:
             means.append(np.zeros(size))
             stds.append(np.ones(size))

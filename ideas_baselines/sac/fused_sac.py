@@ -31,8 +31,43 @@ def _skip_unchanged_mode_switches(policy: nn.Module) -> None:
     policy.set_training_mode = set_training_mode  # type: ignore[method-assign]
 
 
-_ADAM_SETTINGS = ("betas", "lr", "weight_decay", "eps", "maximize", "foreach", "capturable", "differentiable",
-                  "fused", "decoupled_weight_decay", "amsgrad")
+_ADAM_SETTINGS = (
+    "betas",
+    "lr",
+    "weight_decay",
+    "eps",
+    "maximize",
+    "foreach",
+    "capturable",
+    "differentiable",
+    "fused",
+    "decoupled_weight_decay",
+    "amsgrad",
+)
+
+
+def _functional_adam_inputs(
+    optimizers: list[th.optim.Optimizer],
+) -> tuple[list[list[th.Tensor]], dict[str, Any]] | None:
+    """(params, grads, exp_avgs, exp_avg_sqs, steps) and the shared settings of Adam optimizers whose every
+    parameter has a gradient and state; None where one functional call cannot stand for their `step()`s."""
+    groups = [(optimizer, group) for optimizer in optimizers for group in optimizer.param_groups]
+    settings = {key: groups[0][1].get(key) for key in _ADAM_SETTINGS}
+    if settings["amsgrad"]:
+        return None
+    tensors: list[list[th.Tensor]] = [[], [], [], [], []]
+    for optimizer, group in groups:
+        if not isinstance(optimizer, th.optim.Adam) or any(group.get(key) != value for key, value in settings.items()):
+            return None
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter)
+            if not state or parameter.grad is None:
+                return None
+            for values, tensor in zip(
+                tensors, (parameter, parameter.grad, *(state[k] for k in ("exp_avg", "exp_avg_sq", "step")))
+            ):
+                values.append(tensor)
+    return tensors, settings
 
 
 def joint_adam_step(optimizers: list[th.optim.Optimizer]) -> None:
@@ -42,33 +77,17 @@ def joint_adam_step(optimizers: list[th.optim.Optimizer]) -> None:
     bookkeeping, which for small networks costs more than the update. Falls back to `step()` while any
     parameter has no state yet (the first step creates it), or when the groups' settings differ.
     """
-    groups = [(optimizer, group) for optimizer in optimizers for group in optimizer.param_groups]
-    settings = {key: groups[0][1].get(key) for key in _ADAM_SETTINGS}
-    params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-    for optimizer, group in groups:
-        if not isinstance(optimizer, th.optim.Adam) or settings["amsgrad"] or any(
-            group.get(key) != value for key, value in settings.items()
-        ):
-            break
-        for parameter in group["params"]:
-            state = optimizer.state.get(parameter)
-            if not state or parameter.grad is None:
-                break
-            params.append(parameter)
-            grads.append(parameter.grad)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            steps.append(state["step"])
-        else:
-            continue
-        break
-    else:
-        beta1, beta2 = settings.pop("betas")
-        settings.pop("amsgrad")
-        functional_adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1, beta2=beta2, **settings)
+    inputs = _functional_adam_inputs(optimizers)
+    if inputs is None:
+        for optimizer in optimizers:
+            optimizer.step()
         return
-    for optimizer in optimizers:
-        optimizer.step()
+    (params, grads, exp_avgs, exp_avg_sqs, steps), settings = inputs
+    beta1, beta2 = settings.pop("betas")
+    settings.pop("amsgrad")
+    functional_adam(
+        params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1, beta2=beta2, **settings
+    )
 
 
 class FusedSAC(SAC):
@@ -111,11 +130,15 @@ class FusedSAC(SAC):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_lean", "_numpy_actor", "_pending_gradient_steps"]
 
+    def _overlap_wrapper(self) -> TrainWhileStepping | None:
+        wrapper = unwrap_vec_wrapper(self.env, TrainWhileStepping) if self.env is not None else None
+        return wrapper if isinstance(wrapper, TrainWhileStepping) else None
+
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
         result = super()._setup_learn(*args, **kwargs)
-        overlap = unwrap_vec_wrapper(self.env, TrainWhileStepping) if self.env is not None else None
-        if isinstance(overlap, TrainWhileStepping):
-            overlap.set_hook(self._run_pending_gradient_steps)
+        wrapper = self._overlap_wrapper()
+        if wrapper is not None:
+            wrapper.set_hook(self._run_pending_gradient_steps)
         return result
 
     def learn(self, *args: Any, **kwargs: Any) -> FusedSAC:  # type: ignore[override]
@@ -127,8 +150,8 @@ class FusedSAC(SAC):
         return self
 
     def _overlapping(self) -> bool:
-        overlap = unwrap_vec_wrapper(self.env, TrainWhileStepping) if self.env is not None else None
-        return isinstance(overlap, TrainWhileStepping) and overlap.hook is not None
+        wrapper = self._overlap_wrapper()
+        return wrapper is not None and wrapper.hook is not None
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         """Do `gradient_steps` updates now, or, with an overlapping env, while the next env step computes."""

@@ -177,7 +177,9 @@ class LeanNetworks(NamedTuple):
             logged = th.stack([ent_coef.reshape(()), actor_loss, critic_loss, ent_coef_loss_grad])
         return actor_grads, critic_grads, logged
 
-    def _actor_backward(self, actor: ActorPass, n: int, grad_action: th.Tensor, grad_log_prob: th.Tensor) -> list[th.Tensor]:
+    def _actor_backward(
+        self, actor: ActorPass, n: int, grad_action: th.Tensor, grad_log_prob: th.Tensor
+    ) -> list[th.Tensor]:
         """Gradients of the actor's parameters (hidden layers, mu, log_std) from d loss / d action and
         d loss / d log-prob of the first `n` rows (the reparameterised sample, as SB3's rsample)."""
         action = actor.action[:n]
@@ -187,7 +189,10 @@ class LeanNetworks(NamedTuple):
         grad_log_std = (grad_pre_tanh * actor.std[:n] * actor.noise[:n] - grad_log_prob) * actor.log_std_unclamped[:n]
         latent = actor.hidden.output[:n]
         head_grads = [
-            grad_pre_tanh.t() @ latent, grad_pre_tanh.sum(dim=0), grad_log_std.t() @ latent, grad_log_std.sum(dim=0)
+            grad_pre_tanh.t() @ latent,
+            grad_pre_tanh.sum(dim=0),
+            grad_log_std.t() @ latent,
+            grad_log_std.sum(dim=0),
         ]
         grad_latent = grad_pre_tanh @ self.actor_mu[0] + grad_log_std @ self.actor_log_std[0]
         if self.actor_hidden:
@@ -229,7 +234,9 @@ def lean_networks(model: SAC) -> LeanNetworks | None:
         )
         keys: tuple[str, ...] | None = tuple(space.spaces)
     elif isinstance(space, spaces.Box) and not is_image_space(space):
-        extractors_ok = all(isinstance(e, FlattenExtractor) for e in (actor.features_extractor, critic.features_extractor))
+        extractors_ok = all(
+            isinstance(e, FlattenExtractor) for e in (actor.features_extractor, critic.features_extractor)
+        )
         keys = None
     else:
         return None
