@@ -266,3 +266,32 @@ def test_env_worker_leaves_interrupts_to_the_parent_and_closes_after_dying() -> 
     worker.join(5)
     env.close()  # no EOFError / BrokenPipeError from the dead worker
     assert env.closed and not worker.is_alive()
+
+
+def test_modules_added_after_construction_send_training_to_sb3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module appended to the target critics before training (as HAC's clamp) is not skipped: SB3's path runs."""
+    model = _model()
+    for q_network in model.critic_target.q_networks:
+        q_network.append(th.nn.Hardtanh(-5.0, 0.0))
+    model.learn(150)
+    assert model._lean is None and model._numpy_actor is None
+    assert model._n_updates == 50  # trained, by SB3's own train()
+
+
+def test_buffers_with_their_own_sample_are_sampled_through_it() -> None:
+    """The flat fast path stands for `sample` only where that is HER's own (HAC's buffer mixes in penalties)."""
+    calls: list[int] = []
+
+    class CountingBuffer(HindsightReplayBuffer):
+        def sample(self, batch_size: int, env: VecNormalize | None = None):  # type: ignore[no-untyped-def,override]
+            calls.append(batch_size)
+            return super().sample(batch_size, env)
+
+    env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=True)
+    model = FusedSAC(
+        "MultiInputPolicy", env, seed=0, device="cpu", learning_starts=100, batch_size=32,
+        replay_buffer_class=CountingBuffer, policy_kwargs={"net_arch": [32, 32]},
+    )  # fmt: skip
+    model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
+    model.learn(120)
+    assert model._lean is not None and calls == [32] * 20

@@ -121,14 +121,32 @@ class FusedSAC(SAC):
         super()._setup_model()
         if self.ent_coef_optimizer is not None:
             self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1), fused=True)
-        self._lean = lean_networks(self)
-        self._numpy_actor = NumpyActor(self._lean) if self._lean is not None and self.device.type == "cpu" else None
+        self._fast_path: tuple[LeanNetworks, NumpyActor | None] | None = None
+        self._fast_path_read = False
         self._pending_gradient_steps = 0
-        if self._lean is not None:
-            _skip_unchanged_mode_switches(self.policy)
+
+    @property
+    def _lean(self) -> LeanNetworks | None:
+        """The policy's weights for the fast path, or None where SB3's code must run.
+
+        Read at the first training step or action after construction or `load`, so that modules a caller adds
+        right after construction (e.g. HAC's target-Q clamp) send the model to SB3's path instead of being
+        skipped.
+        """
+        if not self._fast_path_read:
+            self._fast_path_read = True
+            lean = lean_networks(self)
+            if lean is not None:
+                self._fast_path = (lean, NumpyActor(lean) if self.device.type == "cpu" else None)
+                _skip_unchanged_mode_switches(self.policy)
+        return self._fast_path[0] if self._fast_path is not None else None
+
+    @property
+    def _numpy_actor(self) -> NumpyActor | None:
+        return self._fast_path[1] if self._lean is not None else None  # type: ignore[index]
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_lean", "_numpy_actor", "_pending_gradient_steps"]
+        return [*super()._excluded_save_params(), "_fast_path", "_fast_path_read", "_pending_gradient_steps"]
 
     def _overlap_wrapper(self) -> TrainWhileStepping | None:
         wrapper = unwrap_vec_wrapper(self.env, TrainWhileStepping) if self.env is not None else None
@@ -170,8 +188,9 @@ class FusedSAC(SAC):
     def _sample_batch(self, batch_size: int) -> tuple[FlatBatch, th.Tensor | float]:
         """A batch with flat observations (and the discounts of n-step buffers, else gamma)."""
         assert self._lean is not None and self.replay_buffer is not None
-        if isinstance(self.replay_buffer, HindsightReplayBuffer):
-            return self.replay_buffer.sample_flat(batch_size, env=self._vec_normalize_env), self.gamma
+        # The flat sample stands for `sample` only where that is HER's own (HAC's buffer mixes in penalties).
+        if type(self.replay_buffer).sample is HindsightReplayBuffer.sample:
+            return self.replay_buffer.sample_flat(batch_size, env=self._vec_normalize_env), self.gamma  # type: ignore[attr-defined]
         data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
         both = th.cat([self._lean.features(data.observations), self._lean.features(data.next_observations)])
         discounts = data.discounts if data.discounts is not None else self.gamma
