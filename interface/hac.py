@@ -7,16 +7,17 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from omegaconf import DictConfig, OmegaConf
-from stable_baselines3 import DDPG, SAC, TD3
+from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.vec_env import VecEnv
 
 from ideas_baselines.hac import HacSettings, HierarchicalActorCritic, build_layer_learner
+from ideas_baselines.sac import FusedSAC
 from interface.algorithm_spec import AlgorithmSpec
 from interface.envs import check_goal_env
 from interface.learner_config import her_buffer_kwargs, learner_kwargs
 from util.errors import ConfigError
 
-LAYER_LEARNERS = {"sac": SAC, "td3": TD3, "ddpg": DDPG}
+LAYER_LEARNERS = {"sac": FusedSAC, "td3": TD3, "ddpg": DDPG}
 LAYER_CLASSES = tuple(LAYER_LEARNERS)
 
 

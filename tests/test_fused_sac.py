@@ -43,12 +43,14 @@ def _grads(parameters: list[th.Tensor]) -> list[th.Tensor]:
     return [p.grad.clone() if p.grad is not None else th.zeros_like(p) for p in parameters]
 
 
-@pytest.mark.parametrize("n_critics", [1, 2])
-def test_fused_gradients_equal_sb3_losses(n_critics: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("n_critics", "clamp_targets"), [(1, False), (2, False), (1, True), (2, True)])
+def test_fused_gradients_equal_sb3_losses(n_critics: int, clamp_targets: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """One fused step's gradients equal those of SB3's entropy, critic and actor losses on the same batch.
 
     The actor loss is taken against the critic before this step's update (the documented difference from SB3,
-    whose actor sees the updated critic).
+    whose actor sees the updated critic). With `clamp_targets` the target critics end in an nn.Hardtanh (as
+    HAC's Q bound), between the quartiles of their values on this batch so that it cuts targets on both sides:
+    the fast path must clamp too.
     """
     model = _model(n_critics=n_critics)
     model.learn(150)  # fills the buffer and moves the weights away from their initial values
@@ -60,6 +62,14 @@ def test_fused_gradients_equal_sb3_losses(n_critics: int, monkeypatch: pytest.Mo
         rewards=-th.randint(0, 2, (n, 1)).float(),
         dones=th.randint(0, 2, (n, 1)).float(),
     )
+    if clamp_targets:
+        with th.no_grad():
+            values = policy.critic_target.q_networks[0](th.cat([batch.observations[n:], batch.actions], dim=1))
+        low, high = values.quantile(0.25).item(), values.quantile(0.75).item()
+        for q_network in policy.critic_target.q_networks:
+            q_network.append(th.nn.Hardtanh(low, high))
+        model._fast_path_read = False  # read again, as at the first training step of a model built this way
+        assert model._lean is not None and model._lean.target_q_range == (low, high)
     monkeypatch.setattr(model, "_sample_batch", lambda batch_size: (batch, model.gamma))
     monkeypatch.setattr(fused_sac, "joint_adam_step", lambda optimizers: None)  # keep the gradients and weights
     target_before = [p.detach().clone() for p in policy.critic_target.parameters()]
@@ -269,10 +279,11 @@ def test_env_worker_leaves_interrupts_to_the_parent_and_closes_after_dying() -> 
 
 
 def test_modules_added_after_construction_send_training_to_sb3(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A module appended to the target critics before training (as HAC's clamp) is not skipped: SB3's path runs."""
+    """A module the fast path does not know, appended to the target critics before training, is not skipped:
+    SB3's path runs."""
     model = _model()
     for q_network in model.critic_target.q_networks:
-        q_network.append(th.nn.Hardtanh(-5.0, 0.0))
+        q_network.append(th.nn.Tanh())
     model.learn(150)
     assert model._lean is None and model._numpy_actor is None
     assert model._n_updates == 50  # trained, by SB3's own train()

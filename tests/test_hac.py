@@ -292,8 +292,11 @@ def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_z
     )
     model = build_hac(cfg.algorithm, env, seed=0, device="cpu")
     assert model.settings.time_scales == [30, 10]
-    # Target Q-values are clamped to [-H, 0], the range the converted -1/0 rewards allow over H actions.
-    assert [learner.critic_target.q_networks[0][-1].bound for learner in model.learners] == [30, 10]
+    # Target Q-values are clamped to [-H, 0], the range the converted -1/0 rewards allow over H actions, and the
+    # SAC layers' fast path (FusedSAC) applies that clamp instead of falling back to SB3's training code.
+    clamps = [learner.critic_target.q_networks[0][-1] for learner in model.learners]
+    assert [(clamp.min_val, clamp.max_val) for clamp in clamps] == [(-30.0, 0.0), (-10.0, 0.0)]
+    assert [learner._lean.target_q_range for learner in model.learners] == [(-30.0, 0.0), (-10.0, 0.0)]
     assert model.settings.subgoal_low == [-2.5, -2.5] and model.settings.subgoal_high == [2.5, 2.5]
     goal = np.array([1.0, 1.0])
     assert model._reached(goal, goal) and not model._reached(goal + 1.0, goal)

@@ -5,7 +5,6 @@ from ideas_baselines.hac.hierarchical_actor_critic import (
     HacSettings,
     HierarchicalActorCritic,
     LayerStats,
-    QTargetClamp,
     build_layer_learner,
 )
 from ideas_baselines.hac.subgoal_testing_buffer import SubgoalTestingBuffer
@@ -15,7 +14,6 @@ __all__ = [
     "HacSettings",
     "HierarchicalActorCritic",
     "LayerStats",
-    "QTargetClamp",
     "SubgoalTestingBuffer",
     "build_layer_learner",
 ]

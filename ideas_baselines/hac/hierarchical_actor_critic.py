@@ -23,9 +23,10 @@ from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from ideas_baselines.hac.subgoal_testing_buffer import SubgoalTestingBuffer
+from ideas_baselines.sac import FusedSAC
 from util.evaluation import info_success
 
-LAYER_LEARNERS: dict[str, type[OffPolicyAlgorithm]] = {"SAC": SAC, "TD3": TD3, "DDPG": DDPG}
+LAYER_LEARNERS: dict[str, type[OffPolicyAlgorithm]] = {"FusedSAC": FusedSAC, "SAC": SAC, "TD3": TD3, "DDPG": DDPG}
 
 Observation = dict[str, np.ndarray]
 
@@ -71,18 +72,6 @@ class _Rollout:
     training: bool
     stats: list[LayerStats]
     env_done: bool = False
-
-
-class QTargetClamp(th.nn.Module):
-    """Clamps a target critic's output to [-bound, 0]: the Q-value range of -1/0 rewards over `bound` steps."""
-
-    def __init__(self, bound: float) -> None:
-        super().__init__()
-        self.bound = bound
-
-    def forward(self, x: th.Tensor) -> th.Tensor:
-        """x clamped to [-bound, 0]."""
-        return th.clamp(x, -self.bound, 0.0)
 
 
 class _LayerLogger(Logger):
@@ -567,10 +556,13 @@ def build_layer_learner(
 
 
 def _bound_q_targets(learner: OffPolicyAlgorithm, bound: float) -> None:
-    """Clamp the target critic's Q-values to [-bound, 0]; the online critic keeps its gradients everywhere."""
+    """Clamp the target critic's Q-values to [-bound, 0]; the online critic keeps its gradients everywhere.
+
+    The clamp is torch's nn.Hardtanh, which FusedSAC's fast path applies in its own target computation.
+    """
     for q_network in learner.critic_target.q_networks:  # type: ignore[attr-defined]
-        if not isinstance(q_network[-1], QTargetClamp):
-            q_network.append(QTargetClamp(bound))
+        if not isinstance(q_network[-1], th.nn.Hardtanh):
+            q_network.append(th.nn.Hardtanh(-float(bound), 0.0))
 
 
 def _with_goal(obs: Observation, goal: np.ndarray) -> Observation:
@@ -579,4 +571,3 @@ def _with_goal(obs: Observation, goal: np.ndarray) -> Observation:
 
 def _batch(obs: Observation) -> Observation:
     return {key: np.asarray(value)[None] for key, value in obs.items()}
-

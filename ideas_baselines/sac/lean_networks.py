@@ -105,6 +105,7 @@ class LeanNetworks(NamedTuple):
     actor_log_std: Layer
     critics: list[list[Layer]]
     critic_targets: list[list[Layer]]
+    target_q_range: tuple[float, float] | None = None  # (low, high) of a clamp after every target critic
 
     def features(self, observations: dict[str, th.Tensor] | th.Tensor) -> th.Tensor:
         """The flattened network input: Dict observations concatenated in the space's key order."""
@@ -143,7 +144,7 @@ class LeanNetworks(NamedTuple):
         critic loss, d ent_coef_loss / d log ent_coef]); grads in `actor_parameters`/`critic_parameters` order.
 
         Losses as in SB3's `SAC.train`: critic 0.5 * sum of MSEs to r + (1 - done) * gamma * (min target Q -
-        alpha * next log-prob); actor mean(alpha * log-prob - min Q), taken against the critic before this
+        alpha * next log-prob), the target Q clamped to `target_q_range` if set; actor mean(alpha * log-prob - min Q), taken against the critic before this
         step's update; entropy coefficient -mean(log alpha * (log-prob + target entropy)).
         """
         with th.no_grad():
@@ -153,6 +154,8 @@ class LeanNetworks(NamedTuple):
             actions_pi, next_actions = actor.action.split(n)
             log_prob, next_log_prob = actor.log_prob.reshape(-1, 1).split(n)
             next_q, _, _ = self.min_q(self.critic_targets, th.cat([next_observations, next_actions], dim=1))
+            if self.target_q_range is not None:  # clamping each target then the minimum = clamping the minimum
+                next_q = next_q.clamp(*self.target_q_range)
             target_q = batch.rewards + (1 - batch.dones) * discounts * (next_q - ent_coef * next_log_prob)
 
             critic_grads: list[th.Tensor] = []
@@ -214,11 +217,19 @@ class LeanNetworks(NamedTuple):
         return [p for layers in self.critic_targets for layer in layers for p in layer]
 
 
+def output_clamp(module: nn.Module) -> tuple[float, float] | None:
+    """(low, high) of an nn.Hardtanh that ends a Sequential (a clamp of the network's output), else None."""
+    if isinstance(module, nn.Sequential) and len(module) > 0 and isinstance(module[-1], nn.Hardtanh):
+        return float(module[-1].min_val), float(module[-1].max_val)
+    return None
+
+
 def lean_networks(model: SAC) -> LeanNetworks | None:
     """LeanNetworks for a plain-MLP SAC policy on Box (or Dict of Box) observations; None for anything else.
 
-    Covered: flatten/combined extractors without images, Linear+ReLU networks, no gSDE, no batch norm.
-    Everything else keeps SB3's own code path.
+    Covered: flatten/combined extractors without images, Linear+ReLU networks, no gSDE, no batch norm, and
+    target critics that all end in the same output clamp (an nn.Hardtanh, as HAC's Q bound). Everything else
+    keeps SB3's own code path.
     """
     policy = model.policy
     actor, critic, target = policy.actor, policy.critic, policy.critic_target
@@ -243,7 +254,9 @@ def lean_networks(model: SAC) -> LeanNetworks | None:
     hidden = linear_layers(actor.latent_pi)
     mu, log_std = linear_layers(actor.mu), linear_layers(actor.log_std)
     critics = [linear_layers(q) for q in critic.q_networks]
-    targets = [linear_layers(q) for q in target.q_networks]
-    if not extractors_ok or hidden is None or not mu or not log_std or None in critics or None in targets:
+    target_clamps = {output_clamp(q) for q in target.q_networks}
+    target_q_range = target_clamps.pop() if len(target_clamps) == 1 else None
+    targets = [linear_layers(q[:-1] if target_q_range else q) for q in target.q_networks]
+    if target_clamps or not extractors_ok or hidden is None or not mu or not log_std or None in critics + targets:
         return None
-    return LeanNetworks(keys, hidden, mu[0], log_std[0], critics, targets)  # type: ignore[arg-type]
+    return LeanNetworks(keys, hidden, mu[0], log_std[0], critics, targets, target_q_range)  # type: ignore[arg-type]
