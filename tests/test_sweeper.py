@@ -23,7 +23,7 @@ from hydra_plugins.ideas_optuna_sweeper._search_space import parse_search_space
 from tests.sweeper_faults import sweep_command
 from util.comet_logger import offline_archives
 from util.errors import ConfigError
-from util.trial_reporting import TrialLink, TrialPruned, epoch_hooks
+from util.trial_reporting import TrialLink, TrialPruned, epoch_hooks, hold_value_after_success
 
 FAULTS = "ok_a,ok_b,ok_c,raise,nan_success,kill"
 
@@ -139,6 +139,39 @@ def test_a_trial_fed_a_bad_curve_is_pruned(tmp_path: Path) -> None:
     reloaded = optuna.load_study(study_name="prune", storage=storage)
     assert reloaded.trials[good.number].intermediate_values == {1: 0.5, 2: 0.9, 3: 1.0}
     assert reloaded.trials[bad.number].intermediate_values == {1: 0.0, 2: 0.0}
+
+
+def test_a_trial_that_stopped_on_success_holds_its_value_so_later_zero_curves_are_pruned(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'hold.db'}"
+    study = optuna.create_study(storage=storage, study_name="hold", direction="maximize")
+    complete = optuna.trial.TrialState.COMPLETE
+    for _ in range(2):  # trials that never learn ran the full 10 epochs
+        zeros = dict.fromkeys(range(1, 11), 0.0)
+        study.add_trial(optuna.trial.create_trial(value=0.0, intermediate_values=zeros, state=complete))
+    successes = [study.ask() for _ in range(2)]  # early-stopped on success after epoch 3
+    for trial in successes:
+        for epoch, value in ((1, 0.0), (2, 0.9), (3, 1.0)):
+            trial.report(value, epoch)
+    link_kwargs = {"n_startup_trials": 2, "n_warmup_steps": 0}
+
+    def zero_at_epoch_6_is_pruned() -> bool:
+        trial = study.ask()
+        (hook,) = epoch_hooks(TrialLink(storage, "hold", trial._trial_id, "m", "median", link_kwargs).to_environ())
+        try:
+            hook(6, {"m": 0.0})
+        except TrialPruned:
+            return True
+        finally:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return False
+
+    assert not zero_at_epoch_6_is_pruned()  # epoch 6's median is over the never-learning trials only: 0
+    for trial in successes:
+        assert hold_value_after_success(study._storage, trial._trial_id, 10) == 7
+        study.tell(trial, 1.7)
+    held = optuna.load_study(study_name="hold", storage=storage).trials[successes[0].number].intermediate_values
+    assert held == {1: 0.0, 2: 0.9, **dict.fromkeys(range(3, 11), 1.0)}
+    assert zero_at_epoch_6_is_pruned()
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,24 @@ class TrialReporter:
             raise TrialPruned(f"pruned after epoch {epoch} at {self.link.metric}={value:.3f}")
 
 
+def hold_value_after_success(storage: Any, trial_id: int, until_step: int) -> int:
+    """Report a trial's last intermediate value again at each later step up to `until_step`; how many.
+
+    For a trial that early-stopped on success: a median pruner compares a running trial with the others'
+    values at the same epoch, and without this, at epochs after the good trials stopped, only the trials that
+    never succeed are left there, their median is ~0, and a flat-zero curve is never below it. Holding the
+    value reached counts a trial that stopped on success as what it is, a success, at every later epoch.
+    `storage` is the study's optuna storage; steps already reported are left alone.
+    """
+    values = storage.get_trial(trial_id).intermediate_values
+    if not values:
+        return 0
+    last_step = max(values)
+    for step in range(last_step + 1, until_step + 1):
+        storage.set_trial_intermediate_value(trial_id, step, values[last_step])
+    return max(0, until_step - last_step)
+
+
 def epoch_hooks(environ: Mapping[str, str] = os.environ) -> list[Callable[[int, dict[str, float]], None]]:
     """Hooks for `train(..., epoch_hooks=...)`: a :class:`TrialReporter` inside a sweep's trial, else none."""
     link = TrialLink.from_environ(environ)

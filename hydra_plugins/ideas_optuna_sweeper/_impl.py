@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import json
 import logging
 import math
 import multiprocessing
@@ -58,7 +57,7 @@ from util.comet_logger import comet_api_key_configured, offline_archives, upload
 from util.errors import ConfigError
 from util.mlflow_logger import MlflowRun
 from util.run_info import flatten, git_short_hash
-from util.trial_reporting import ENV_VAR, PRUNERS, TrialLink, make_pruner
+from util.trial_reporting import ENV_VAR, PRUNERS, TrialLink, hold_value_after_success, make_pruner
 
 log = logging.getLogger(__name__)
 
@@ -554,6 +553,8 @@ class OptunaSweep:
         value = sum(outcome.values) / len(outcome.values) if outcome.state == "COMPLETE" else None
         if outcome.state == "COMPLETE":
             trial.set_user_attr("seed_values", outcome.values)
+            if outcome.epochs and max(outcome.epochs) < n_epochs:  # every seed early-stopped on success
+                hold_value_after_success(self.study._storage, trial._trial_id, self.base_epochs)
             self.study.tell(trial, value)
         else:
             self.study.tell(trial, state=optuna.trial.TrialState[outcome.state])
