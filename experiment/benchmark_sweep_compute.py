@@ -15,7 +15,8 @@ Search spaces (`--space`):
   batch 64..512, gamma 0.9..0.99, tau 0.001..0.1 (log), k 1..8.
 
 One sweep uses both cores (n_jobs=2, `env_subprocess=false`: one core per trial); run nothing else beside it if
-the idle figure matters. MLflow goes to a sqlite file in the work dir, which is kept (`--workdir`) for a look.
+the idle figure matters. MLflow goes to a sqlite file in the work dir, which is kept for a look; the same
+`--workdir` again reuses the sweeps that finished there.
 
     python experiment/benchmark_sweep_compute.py [--space wide|default] [--seeds 0 1] [--trials 20]
 """
@@ -23,6 +24,8 @@ the idle figure matters. MLflow goes to a sqlite file in the work dir, which is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import shlex
 import statistics
 import subprocess
@@ -75,8 +78,13 @@ class SweepResult:
 
 
 def run_sweep(mode: str, seed: int, args: argparse.Namespace, workdir: Path) -> SweepResult:
-    """Run one sweep to its end in its own folder and read its optimization_results.yaml."""
+    """Run one sweep to its end in its own folder and read its optimization_results.yaml.
+
+    A folder that already holds a finished sweep's result.json (same `--workdir` again) is read, not rerun.
+    """
     folder = workdir / f"{args.space}_seed{seed}_{mode}"
+    if (folder / "result.json").exists():
+        return SweepResult(**json.loads((folder / "result.json").read_text()))
     folder.mkdir(parents=True)
     command = [
         sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), "--multirun",
@@ -94,7 +102,7 @@ def run_sweep(mode: str, seed: int, args: argparse.Namespace, workdir: Path) -> 
         raise SystemExit(f"the {mode} sweep (seed {seed}) exited {code}; see {folder / 'sweep.log'}")
     results = OmegaConf.to_container(OmegaConf.load(folder / "sweep" / "optimization_results.yaml"))
     assert isinstance(results, dict)
-    return SweepResult(
+    result = SweepResult(
         mode=mode,
         seed=seed,
         env_steps=int(results["env_steps"]),
@@ -105,6 +113,8 @@ def run_sweep(mode: str, seed: int, args: argparse.Namespace, workdir: Path) -> 
         wall_seconds=wall,
         command=shlex.join(command),
     )
+    (folder / "result.json").write_text(json.dumps(dataclasses.asdict(result)))
+    return result
 
 
 def print_report(results: list[SweepResult], seeds: list[int]) -> None:
