@@ -11,7 +11,9 @@ steps flat HER-SAC needs. For every seed it trains HAC, then HER-SAC (one run at
 (`env_kwargs.continuing_task=false`: an episode ends on success or at the step limit, 600 on Medium) and pays
 -1/0 through the env factory's reward-convention wrapper. It prints env steps and wall seconds to the threshold
 per run, the medians (a run that never reached it counts as more than the budget), their ratio, and draws both
-learning curves from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py.
+learning curves from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py. The README's numbers pass
+`--hac env_subprocess=false --her env_subprocess=false` (one process per run; HER-SAC's default subprocess env acts
+with a policy one gradient step old, which gives other trajectories).
 """
 
 from __future__ import annotations
