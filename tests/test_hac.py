@@ -173,6 +173,25 @@ def test_end_on_success_reports_and_resets_the_episode(make_cfg) -> None:
     assert model._rollout is not None and float(model._rollout.obs["achieved_goal"][0]) == 0.0  # back at the start
 
 
+def test_test_sub_episodes_are_judged_on_the_final_observation_of_the_episode(make_cfg) -> None:
+    def chain_obs(cell: float, batched: bool) -> dict[str, np.ndarray]:
+        shape = (1, 1) if batched else (1,)
+        cells = {"observation": cell, "achieved_goal": cell, "desired_goal": 1.0}
+        return {key: np.full(shape, value, dtype=np.float32) for key, value in cells.items()}
+
+    def first_step_then_end(model: HierarchicalActorCritic, tell_end: bool) -> dict[str, float]:
+        _script(model, {1: [1.0, 1.0], 0: [1.0, 1.0]})  # subgoal cell 1 = the env goal; layer 0 steps onto it
+        model.predict(chain_obs(0.0, batched=True), episode_start=np.array([True]))
+        if tell_end:  # the episode ended on success: its final cell 1 is never an input of predict()
+            model.observe_episode_end(chain_obs(1.0, batched=False))
+        model.predict(chain_obs(0.0, batched=True), episode_start=np.array([True]))
+        return model.epoch_metrics()
+
+    model = _hac_on_chain(make_cfg, "algorithm.normalize_obs=false", goal=1.0)
+    assert first_step_then_end(model, tell_end=True)["test_layer1/success_rate"] == 1.0
+    assert first_step_then_end(model, tell_end=False)["test_layer1/success_rate"] == 0.0  # judged on cell 0
+
+
 def test_save_load_round_trip_gives_identical_actions(make_cfg, tmp_path: Path) -> None:
     model = _hac_on_chain(
         make_cfg, "algorithm.learner.learning_starts=10", "algorithm.learner.batch_size=16", "algorithm.learner.buffer_size=1000"

@@ -40,6 +40,9 @@ def evaluate(model: BaseAlgorithm, train_env: VecEnv, eval_env: VecEnv, n_episod
         episode_return += float(reward[0])
         episode_length += 1
         if done[0]:
+            observe_end = getattr(model, "observe_episode_end", None)  # HAC judges its subgoals on it
+            if observe_end is not None and "terminal_observation" in infos[0]:
+                observe_end(infos[0]["terminal_observation"])
             returns.append(episode_return)
             lengths.append(episode_length)
             successes.append(info_success(infos[0]) or 0.0)

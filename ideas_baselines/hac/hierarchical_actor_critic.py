@@ -406,7 +406,8 @@ class HierarchicalActorCritic:
         the desired goal changes or the env's step limit (the product of the time scales) was used up.
         Every layer acts greedily when `deterministic`; nothing is stored or trained. `state` is unused.
         For `test_layer{i}/success_rate`, sub-episodes still running when an episode ends are judged on the
-        last observation predict() saw, one step before the end.
+        episode's final observation if :meth:`observe_episode_end` is given it (our test rollouts do), else on
+        the last observation predict() saw, one step before the end.
         """
         raw = self._raw(observation)
         if episode_start is not None:
@@ -430,6 +431,16 @@ class HierarchicalActorCritic:
                 action = self._start_test_run(raw, deterministic)
         self._test_steps += 1
         return action[None], None
+
+    def observe_episode_end(self, final_observation: Observation) -> None:
+        """Close predict()'s episode on its final observation (one env's, unbatched, as the env returned it).
+
+        predict() never sees the observation an episode ends on; an episode that ends on success (the
+        mazes terminate there) would otherwise count the top layer's goal as missed.
+        """
+        if self._test_rollout is not None:
+            self._test_rollout.obs = self._raw_single(final_observation)
+        self._end_test_run()
 
     def _end_test_run(self) -> None:
         """Close the running sub-episodes; predict() never sees the final observation, so they are judged on
