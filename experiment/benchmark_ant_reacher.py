@@ -20,10 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from experiment.cli import CONF_DIR, register_resolvers
-from experiment.train import train
+from experiment.benchmark_hac import train_to_threshold
+from experiment.cli import register_resolvers
 
 EXPERIMENT = "benchmark_ant_reacher"
 
@@ -31,33 +29,15 @@ EXPERIMENT = "benchmark_ant_reacher"
 def run_seed(seed: int, threshold: float, overrides: list[str], workdir: Path) -> tuple[list[tuple[int, float]], float]:
     """Train one seed until test success first reaches `threshold`; ([(env steps, success) per epoch], wall s)."""
     curve: list[tuple[int, float]] = []
-    started = time.perf_counter()
-    wall: list[float] = []
 
-    def hook(epoch: int, metrics: dict[str, float]) -> None:
+    def record(epoch: int, metrics: dict[str, float]) -> None:
         curve.append((int(metrics["time/total_timesteps"]), float(metrics["test/success_rate"])))
         print(f"  seed {seed} steps {curve[-1][0]:>7} test/success_rate {curve[-1][1]:.2f}", flush=True)
-        if curve[-1][1] >= threshold and not wall:
-            wall.append(time.perf_counter() - started)
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "main",
-            overrides=[
-                "+tuned=AntReacher-v1",
-                f"seed={seed}",
-                f"early_stop_threshold={threshold}",
-                "early_stop_last_n=1",
-                "progress_bar=false",
-                "save_model_freq=0",
-                f"base_logdir={workdir / 'data'}",
-                f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
-                f"mlflow.experiment_name={EXPERIMENT}",
-                *overrides,
-            ],
-        )
-    train(cfg, run_dir=workdir / f"seed{seed}", epoch_hooks=[hook])
-    return curve, wall[0] if wall else time.perf_counter() - started
+    started = time.perf_counter()
+    run = ["+tuned=AntReacher-v1", f"seed={seed}", *overrides]
+    _, seconds = train_to_threshold(run, threshold, workdir, EXPERIMENT, f"seed{seed}", epoch_hooks=[record])
+    return curve, seconds if seconds is not None else time.perf_counter() - started
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -22,12 +23,18 @@ from experiment.train import train
 
 
 def train_to_threshold(
-    overrides: list[str], threshold: float, workdir: Path, experiment: str, name: str
+    overrides: list[str],
+    threshold: float,
+    workdir: Path,
+    experiment: str,
+    name: str,
+    epoch_hooks: Sequence[Callable[[int, dict[str, float]], None]] = (),
 ) -> tuple[int | None, float | None]:
     """Train one configuration in-process until its test success first reaches `threshold` (or the budget ends).
 
     Returns (env steps, wall seconds of training plus testing) at that epoch, or Nones. The run logs to the
-    MLflow store `workdir/mlflow.db` under `experiment` and writes into `workdir/name`.
+    MLflow store `workdir/mlflow.db` under `experiment` and writes into `workdir/name`; `epoch_hooks` also see
+    every epoch's metrics.
     """
     reached: list[tuple[int, float]] = []
     started = time.perf_counter()
@@ -50,7 +57,7 @@ def train_to_threshold(
                 *overrides,
             ],
         )
-    train(cfg, run_dir=workdir / name, epoch_hooks=[hook])
+    train(cfg, run_dir=workdir / name, epoch_hooks=[hook, *epoch_hooks])
     return reached[0] if reached else (None, None)
 
 
