@@ -553,7 +553,7 @@ class OptunaSweep:
         value = sum(outcome.values) / len(outcome.values) if outcome.state == "COMPLETE" else None
         if outcome.state == "COMPLETE":
             trial.set_user_attr("seed_values", outcome.values)
-            if outcome.epochs and max(outcome.epochs) < n_epochs:  # every seed early-stopped on success
+            if _early_stopped(outcome.epochs, n_epochs):
                 hold_value_after_success(self.study._storage, trial._trial_id, self.base_epochs)
             self.study.tell(trial, value)
         else:
@@ -573,7 +573,7 @@ class OptunaSweep:
 
     def _learn_epoch_cap(self, number: int, epochs: list[int], n_epochs: int) -> None:
         """Shrink the epoch cap when every seed of this trial early-stopped on success before `n_epochs`."""
-        if not self.settings.learned_early_stop or not epochs or max(epochs) >= n_epochs:
+        if not self.settings.learned_early_stop or not _early_stopped(epochs, n_epochs):
             return
         cap = math.ceil(self.settings.early_stop_factor * max(epochs))
         current = self.study.user_attrs.get(EPOCH_CAP_ATTR)
@@ -648,6 +648,11 @@ class OptunaSweep:
         metrics = {"sweep/env_steps": float(summary["env_steps"])}
         metrics["sweep/worker_idle_fraction"] = summary["worker_idle_fraction"]
         self.sweep_run.log_metrics(metrics, step=self.finished)
+
+
+def _early_stopped(epochs: list[int], n_epochs: int) -> bool:
+    """Whether every seed of a completed trial stopped on success before its `n_epochs`."""
+    return bool(epochs) and max(epochs) < n_epochs
 
 
 def _process_context() -> Any:
