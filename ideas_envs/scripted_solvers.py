@@ -182,13 +182,14 @@ class TorsoDriver:
         return np.zeros(8)
 
 
-# Open-loop torque gait of gymnasium's ant that walks it towards +x at about 0.6 m/s: per actuator (ant.xml order:
-# hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3) offset + amplitude * sin(omega * step + phase).
-# Found by a short cross-entropy search over these 25 numbers for +x distance in 5 s from two start states.
-GAIT_OMEGA = 1.357
-GAIT_AMPLITUDE = np.array([0.164, 0.922, 0.126, 0.116, 0.688, 0.127, 0.708, 0.218])
-GAIT_PHASE = np.array([-2.064, -0.776, -1.388, 2.177, -2.265, 1.168, -0.055, -0.265])
-GAIT_OFFSET = np.array([0.544, 0.132, 0.355, -0.546, 0.265, 0.161, 0.33, 0.74])
+# Open-loop torque gait of the ant (gear 16, 0.1 s per env step) that walks it towards +x at about 0.35 m/s: per
+# actuator (ant.xml order: hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3)
+# offset + amplitude * sin(omega * step + phase). Found by experiment/ant_gait_search.py with its defaults
+# (cross-entropy search over these 25 numbers for +x distance in 10 s from two start states).
+GAIT_OMEGA = 0.506
+GAIT_AMPLITUDE = np.array([0.35, 0.918, 0.649, 0.188, 0.257, 0.572, 0.978, 0.55])
+GAIT_PHASE = np.array([0.618, -2.309, 0.258, -0.75, -1.918, 1.636, -2.961, -0.762])
+GAIT_OFFSET = np.array([0.513, 0.277, 0.058, 0.826, -0.374, 0.323, -0.173, 0.289])
 # Sign that makes each leg's ankle angle mean the same bend (legs 4, 1 bend with +, legs 2, 3 with -): turning
 # the ant by 90 degrees counter-clockwise maps leg 4 -> 1 -> 2 -> 3 -> 4 with the ankle torque times the sign ratio.
 ANKLE_SIGN = np.array([1.0, 1.0, -1.0, -1.0])

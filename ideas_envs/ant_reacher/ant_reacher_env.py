@@ -24,10 +24,13 @@ class AntReacherEnv(AntGoalEnv):
     - Reward: sparse (default) 0 within 0.5 m of the goal, else -1; ``reward_type="dense"``: minus the
       distance. ``info["is_success"]``: within 0.5 m.
     - Start state: standing in the arena's centre with small joint noise (see ``AntGoalEnv``).
-    - Episode end: never terminated; the registered id truncates after 500 steps (25 s of simulated time).
+    - Episode end: never terminated; the registered id truncates after 500 steps (50 s of simulated time).
     - Rendering: a translucent red disc of 0.5 m radius marks the goal.
     - Versions: v1, first version on the official ``mujoco`` bindings and gymnasium's ``ant.xml``
-      (ideas_deep_rl2's AntReacher ran on mujoco-py); v1 keeps that id.
+      (ideas_deep_rl2's AntReacher ran on mujoco-py); v1 keeps that id. Version history: the first v1 kept
+      ``ant.xml``'s gear-150 motors and 10 ms steps (0.05 s per env step), which flipped the ant under random
+      actions in 6 of 6 episodes; since 2026-11-29 v1 has the original scene's gear 16 and 20 ms steps (0.1 s
+      per env step, see ``AntGoalEnv``), under which random actions flipped it in 0 of 6.
 
     Constructor parameters (``reward_type``, ``distance_threshold``, rendering): see ``AntGoalEnv``.
     """
