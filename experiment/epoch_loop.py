@@ -23,7 +23,8 @@ from util.video import TestEpisodeRecorder
 
 log = logging.getLogger(__name__)
 
-EpochHook = Callable[[int, dict[str, float]], None]
+# Called after every epoch with (epoch, metrics); a hook returning True ends the training after this epoch.
+EpochHook = Callable[[int, dict[str, float]], bool | None]
 
 
 @dataclass
@@ -91,6 +92,7 @@ class EpochLoop:
         self.run_dir = run_dir
         self.state = state
         self.epoch_hooks = epoch_hooks or []
+        self.ended_by_hook = False
         self.recorder = recorder
         self.episode_stats = EpisodeStatsCallback()
         self.sb3_writer = MlflowMetricsWriter()
@@ -107,7 +109,7 @@ class EpochLoop:
         total = cfg.n_epochs * cfg.eval_after_n_steps
         with ProgressBar(total, self.model.num_timesteps, enabled=cfg.progress_bar) as bar:
             callbacks = [self.episode_stats, bar.callback()]
-            while self.state.epoch < cfg.n_epochs and not self.state.early_stopped:
+            while self.state.epoch < cfg.n_epochs and not self.state.early_stopped and not self.ended_by_hook:
                 metrics = self._one_epoch(callbacks)
                 bar.update(self.model.num_timesteps, metrics.get("test/success_rate"))
         return self.state
@@ -156,6 +158,8 @@ class EpochLoop:
                 self.run.log_artifact(path, "videos")
         if cfg.save_model_freq > 0 and self.state.epoch % cfg.save_model_freq == 0:
             self.checkpoint()
-        for hook in self.epoch_hooks:
-            hook(self.state.epoch, metrics)
+        ends = [hook(self.state.epoch, metrics) for hook in self.epoch_hooks]  # every hook sees every epoch
+        if any(ends) and not last_epoch:
+            log.info("epoch hook: training ends after epoch %d (a sweep's learned epoch cap)", self.state.epoch)
+            self.ended_by_hook = True
         return metrics

@@ -2,6 +2,8 @@
 
 `env_kwargs.fault`: any value starting with `ok` behaves normally; `raise` raises on reset, `kill` kills its own
 process with SIGKILL on reset, `nan_success` reports `is_success = NaN` (so the trial's objective is NaN),
+`always_success` / `never_success` report `is_success` 1 / 0 at every step (a trial that early-stops on success
+after `early_stop_last_n` epochs / one that runs all its epochs),
 `sleep<seconds>` (e.g. `sleep10`) waits that long when the env is made: a trial that takes time but no CPU, for
 measuring a sweep's own parallelism on a busy machine (`experiment/benchmark_sweep_workers.py --trial sleep`).
 :func:`sweep_command` is a tiny `--multirun` over this env, as the sweeper tests start it.
@@ -42,10 +44,11 @@ class FaultyBitFlippingEnv(BitFlippingEnv):
         return super().reset(seed=seed, options=options)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        """Step; with fault `nan_success` the success flag is NaN."""
+        """Step; faults `nan_success`, `always_success` and `never_success` replace the success flag."""
         observation, reward, terminated, truncated, info = super().step(action)
-        if self.fault == "nan_success":
-            info = {**info, "is_success": math.nan}
+        forced = {"nan_success": math.nan, "always_success": 1.0, "never_success": 0.0}
+        if self.fault in forced:
+            info = {**info, "is_success": forced[self.fault]}
         return observation, reward, terminated, truncated, info
 
 

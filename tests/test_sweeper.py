@@ -23,7 +23,14 @@ from hydra_plugins.ideas_optuna_sweeper._search_space import parse_search_space
 from tests.sweeper_faults import sweep_command
 from util.comet_logger import offline_archives
 from util.errors import ConfigError
-from util.trial_reporting import TrialLink, TrialPruned, epoch_hooks, hold_value_after_success
+from util.trial_reporting import (
+    CAPPED_AT_ATTR,
+    EPOCH_CAP_ATTR,
+    TrialLink,
+    TrialPruned,
+    epoch_hooks,
+    hold_value_after_success,
+)
 
 FAULTS = "ok_a,ok_b,ok_c,raise,nan_success,kill"
 
@@ -32,7 +39,7 @@ def _sweep(tmp: Path, *args: str, wait: bool = True) -> subprocess.CompletedProc
     command, env = sweep_command(tmp, *args)
     if not wait:
         return subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
+    return subprocess.run(command, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
 
 
 def _study(tmp: Path) -> optuna.Study:
@@ -172,6 +179,45 @@ def test_a_trial_that_stopped_on_success_holds_its_value_so_later_zero_curves_ar
     held = optuna.load_study(study_name="hold", storage=storage).trials[successes[0].number].intermediate_values
     assert held == {1: 0.0, 2: 0.9, **dict.fromkeys(range(3, 11), 1.0)}
     assert zero_at_epoch_6_is_pruned()
+
+
+def test_the_learned_epoch_cap_ends_a_running_trial_at_its_next_epoch(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'cap.db'}"
+    study = optuna.create_study(storage=storage, study_name="cap", direction="maximize")
+    capped, uncapped = study.ask(), study.ask()
+    hooks = {}
+    for trial, learned_cap in ((capped, True), (uncapped, False)):
+        link = TrialLink(storage, "cap", trial._trial_id, "m", "none", learned_cap=learned_cap)
+        (hooks[trial.number],) = epoch_hooks(link.to_environ())
+    assert not hooks[capped.number](6, {"m": 0.0})  # no cap learned yet
+    study.set_user_attr(EPOCH_CAP_ATTR, 5)  # meanwhile another trial early-stopped after 3 epochs
+    assert hooks[capped.number](7, {"m": 0.0})
+    assert not hooks[uncapped.number](7, {"m": 0.0})  # learned early stop is off for this one
+    reloaded = optuna.load_study(study_name="cap", storage=storage).trials
+    assert reloaded[capped.number].user_attrs == {CAPPED_AT_ATTR: 7}
+    assert CAPPED_AT_ATTR not in reloaded[uncapped.number].user_attrs
+
+
+def test_a_sweep_caps_a_running_trial_at_1_5x_the_epochs_of_a_trial_that_stopped_on_success(tmp_path: Path) -> None:
+    result = _sweep(
+        tmp_path,
+        "+env_kwargs.fault=choice(always_success, never_success)",
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.pruner=none",
+        "n_epochs=40",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    study = _study(tmp_path)
+    trials = {t.params["env_kwargs.fault"]: t for t in study.trials}
+    assert trials["always_success"].user_attrs["epochs"] == [3]  # early_stop_last_n=3 epochs at success 1
+    assert study.user_attrs[EPOCH_CAP_ATTR] == 5  # ceil(1.5 x 3)
+    never = trials["never_success"]
+    assert never.state == optuna.trial.TrialState.COMPLETE
+    (epochs,) = never.user_attrs["epochs"]
+    assert 5 <= epochs < 40 and never.user_attrs[CAPPED_AT_ATTR] == epochs
+    assert never.user_attrs["env_steps"] == 100 * epochs
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,10 @@
 
 A sweep runs each trial in a process of its own and describes the trial there in one environment variable
 (:meth:`TrialLink.to_environ`). The entry point passes :func:`epoch_hooks` to `train`: when the variable is set,
-the hook reports the trial's intermediate value (one metric, once per epoch) to the optuna study and raises
-:class:`TrialPruned` when the study's pruner judges the trial hopeless. Without the variable the list is empty
-and training is unaffected. Going through the environment rather than in-process state keeps the channel
+the hook reports the trial's intermediate value (one metric, once per epoch) to the optuna study, raises
+:class:`TrialPruned` when the study's pruner judges the trial hopeless, and ends the training normally once it has
+run as many epochs as the study's learned epoch cap allows. Without the variable the list is empty and training
+is unaffected. Going through the environment rather than in-process state keeps the channel
 working whichever way the trial's process is started.
 """
 
@@ -20,6 +21,10 @@ from typing import Any
 from util.errors import TrainingStopped
 
 ENV_VAR = "IDEAS_SWEEP_TRIAL"
+
+# Study attribute holding the learned epoch cap; trial attribute holding the epoch at which the cap ended a trial.
+EPOCH_CAP_ATTR = "epoch_cap"
+CAPPED_AT_ATTR = "capped_at_epoch"
 
 # Pruner names users type (`hydra.sweeper.pruner`) -> optuna class names in optuna.pruners.
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
@@ -47,6 +52,7 @@ class TrialLink:
     :param pruner: A key of :data:`PRUNERS`; the same pruner the sweep created the study with.
     :param pruner_kwargs: Constructor arguments of that pruner.
     :param report: False for the 2nd and later seeds of a trial: only the first seed's curve is reported.
+    :param learned_cap: Whether the study's learned epoch cap (:data:`EPOCH_CAP_ATTR`) also ends this trial.
     """
 
     storage: str
@@ -56,6 +62,7 @@ class TrialLink:
     pruner: str
     pruner_kwargs: dict[str, Any] = field(default_factory=dict)
     report: bool = True
+    learned_cap: bool = False
 
     def to_environ(self) -> dict[str, str]:
         """The environment entry that :meth:`from_environ` reads back."""
@@ -69,9 +76,12 @@ class TrialLink:
 
 
 class TrialReporter:
-    """Epoch hook of one trial: reports `metric` at step = epoch and raises :class:`TrialPruned` when told to.
+    """Epoch hook of one trial: reports `metric` at step = epoch, raises :class:`TrialPruned` when told to, and
+    returns True (end training) once the epoch reaches the study's learned epoch cap.
 
-    Non-finite values are not reported (a NaN curve must not make the median of the other trials NaN).
+    The cap is read every epoch, so a trial started before another one early-stopped on success is held to the
+    same cap as the trials started after it. Non-finite values are not reported (a NaN curve must not make the
+    median of the other trials NaN).
     """
 
     def __init__(self, link: TrialLink) -> None:
@@ -90,15 +100,23 @@ class TrialReporter:
             self._trial = optuna.Trial(study, self.link.trial_id)
         return self._trial
 
-    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Report this epoch's value and stop the trial if the pruner says so."""
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Report this epoch's value, stop the trial if the pruner says so; True when the epoch cap is reached."""
         value = metrics.get(self.link.metric)
-        if not self.link.report or value is None or not math.isfinite(value):
-            return
+        if self.link.report and value is not None and math.isfinite(value):
+            trial = self._optuna_trial()
+            trial.report(float(value), step=epoch)
+            if trial.should_prune():
+                raise TrialPruned(f"pruned after epoch {epoch} at {self.link.metric}={value:.3f}")
+        return self.link.learned_cap and self._cap_reached(epoch)
+
+    def _cap_reached(self, epoch: int) -> bool:
         trial = self._optuna_trial()
-        trial.report(float(value), step=epoch)
-        if trial.should_prune():
-            raise TrialPruned(f"pruned after epoch {epoch} at {self.link.metric}={value:.3f}")
+        cap = trial.study.user_attrs.get(EPOCH_CAP_ATTR)
+        if cap is None or epoch < cap:
+            return False
+        trial.set_user_attr(CAPPED_AT_ATTR, epoch)
+        return True
 
 
 def hold_value_after_success(storage: Any, trial_id: int, until_step: int) -> int:
@@ -119,7 +137,7 @@ def hold_value_after_success(storage: Any, trial_id: int, until_step: int) -> in
     return max(0, until_step - last_step)
 
 
-def epoch_hooks(environ: Mapping[str, str] = os.environ) -> list[Callable[[int, dict[str, float]], None]]:
+def epoch_hooks(environ: Mapping[str, str] = os.environ) -> list[Callable[[int, dict[str, float]], bool]]:
     """Hooks for `train(..., epoch_hooks=...)`: a :class:`TrialReporter` inside a sweep's trial, else none."""
     link = TrialLink.from_environ(environ)
     return [TrialReporter(link)] if link is not None else []

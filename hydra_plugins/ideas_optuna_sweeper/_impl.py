@@ -57,13 +57,20 @@ from util.comet_logger import comet_api_key_configured, offline_archives, upload
 from util.errors import ConfigError
 from util.mlflow_logger import MlflowRun
 from util.run_info import flatten, git_short_hash
-from util.trial_reporting import ENV_VAR, PRUNERS, TrialLink, hold_value_after_success, make_pruner
+from util.trial_reporting import (
+    CAPPED_AT_ATTR,
+    ENV_VAR,
+    EPOCH_CAP_ATTR,
+    PRUNERS,
+    TrialLink,
+    hold_value_after_success,
+    make_pruner,
+)
 
 log = logging.getLogger(__name__)
 
 STOP_FILE = "delete_me_to_stop_hyperopt"
 RESULTS_FILE = "optimization_results.yaml"
-EPOCH_CAP_ATTR = "epoch_cap"
 _FAILURE_RATE_MIN_TRIALS = 5  # a failure rate over fewer finished trials says little
 _POLL_SECONDS = 1.0  # how often the stop file and the clock are checked while trials run
 _BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -423,9 +430,12 @@ class OptunaSweep:
             with quiet_heartbeat_warnings():
                 return self.study.ask(fixed_distributions=self.space.distributions)
 
+    def _learns_cap(self) -> bool:
+        return self.settings.learned_early_stop and "n_epochs" not in self.space.distributions
+
     def _epoch_cap(self) -> int:
         cap = self.study.user_attrs.get(EPOCH_CAP_ATTR)
-        if not self.settings.learned_early_stop or cap is None or "n_epochs" in self.space.distributions:
+        if not self._learns_cap() or cap is None:
             return self.base_epochs
         return min(self.base_epochs, int(cap))
 
@@ -442,6 +452,7 @@ class OptunaSweep:
             metric=str(self.config.get("early_stop_data_column", "test/success_rate")),
             pruner=self.settings.pruner,
             pruner_kwargs=self.pruner_kwargs,
+            learned_cap=self._learns_cap(),
         )
         n_seeds = self.settings.n_seeds_per_trial
         base_seed = int(self.config.get("seed", 0))
@@ -551,9 +562,12 @@ class OptunaSweep:
         if outcome.error:
             trial.set_user_attr("error", outcome.error)
         value = sum(outcome.values) / len(outcome.values) if outcome.state == "COMPLETE" else None
+        # The learned cap ends a trial before its n_epochs too (trial attr set by its epoch hook): not a success.
+        capped = CAPPED_AT_ATTR in self.study._storage.get_trial(trial._trial_id).user_attrs
+        stopped_on_success = outcome.state == "COMPLETE" and not capped and _early_stopped(outcome.epochs, n_epochs)
         if outcome.state == "COMPLETE":
             trial.set_user_attr("seed_values", outcome.values)
-            if _early_stopped(outcome.epochs, n_epochs):
+            if stopped_on_success:
                 hold_value_after_success(self.study._storage, trial._trial_id, self.base_epochs)
             self.study.tell(trial, value)
         else:
@@ -568,19 +582,17 @@ class OptunaSweep:
         run.finish({"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(outcome.state, "FAILED"))
         shown = f"value {value:.4f}" if value is not None else outcome.error
         log.info("trial %d %s: %s (%d env steps)", trial.number, outcome.state, shown, outcome.env_steps)
-        if outcome.state == "COMPLETE":
-            self._learn_epoch_cap(trial.number, outcome.epochs, n_epochs)
+        if stopped_on_success and self.settings.learned_early_stop:
+            self._learn_epoch_cap(trial.number, outcome.epochs)
 
-    def _learn_epoch_cap(self, number: int, epochs: list[int], n_epochs: int) -> None:
-        """Shrink the epoch cap when every seed of this trial early-stopped on success before `n_epochs`."""
-        if not self.settings.learned_early_stop or not _early_stopped(epochs, n_epochs):
-            return
+    def _learn_epoch_cap(self, number: int, epochs: list[int]) -> None:
+        """Shrink the epoch cap after a trial whose every seed early-stopped on success after `epochs`."""
         cap = math.ceil(self.settings.early_stop_factor * max(epochs))
         current = self.study.user_attrs.get(EPOCH_CAP_ATTR)
         if current is None or cap < current:
             self.study.set_user_attr(EPOCH_CAP_ATTR, cap)
             self.study.set_user_attr("epoch_cap_trial", number)
-            log.info("trial %d early-stopped after %d epochs: new trials get n_epochs <= %d", number, max(epochs), cap)
+            log.info("trial %d early-stopped after %d epochs: trials now get n_epochs <= %d", number, max(epochs), cap)
 
     # ----- records -----
 
