@@ -27,6 +27,12 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logs_in_pytest_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SB3 makes a /tmp/SB3-<time> folder on every learn() without a custom logger; keep them in pytest's tmp."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3_logs")))
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One sqlite MLflow store per test session (creating one costs ~2 s of migrations)."""
