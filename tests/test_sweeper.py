@@ -220,6 +220,23 @@ def test_a_sweep_caps_a_running_trial_at_1_5x_the_epochs_of_a_trial_that_stopped
     assert never.user_attrs["env_steps"] == 100 * epochs
 
 
+def test_the_median_pruner_prunes_from_the_first_finished_trial_on(tmp_path: Path) -> None:
+    result = _sweep(
+        tmp_path,
+        "+env_kwargs.fault=choice(always_success, never_success)",  # grid order: the success runs first
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.learned_early_stop=false",
+        "n_epochs=4",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = {t.params["env_kwargs.fault"]: t for t in _study(tmp_path).trials}
+    assert trials["always_success"].state == optuna.trial.TrialState.COMPLETE
+    never = trials["never_success"]  # optuna's default (5 finished trials first) would let it run 4 epochs
+    assert never.state == optuna.trial.TrialState.PRUNED and never.user_attrs["env_steps"] == 100
+
+
 @pytest.fixture(scope="module")
 def fault_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """One grid sweep of 6 trials, 2 at a time: 3 fine, one raising, one NaN, one killed."""

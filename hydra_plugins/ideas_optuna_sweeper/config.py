@@ -26,7 +26,8 @@ class IdeasOptunaSweeperConf:
     sampler: str = "tpe"
     # Seed of the sampler (null = random).
     seed: Optional[int] = None
-    # median | hyperband | none; pruner_kwargs go to the optuna pruner's constructor.
+    # median | hyperband | none; pruner_kwargs go to the optuna pruner's constructor (our defaults: median
+    # n_startup_trials=1, hyperband max_resource=n_epochs).
     pruner: str = "median"
     pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
     # maximize | minimize (`hyperopt/score` is maximised).
@@ -41,7 +42,8 @@ class IdeasOptunaSweeperConf:
     n_seeds_per_trial: int = 1
     # End the sweep when more than this fraction of its finished trials failed (checked from 5 trials on).
     max_failure_rate: float = 0.5
-    # Cap `n_epochs` of new trials at early_stop_factor x the epochs of the fastest trial that early-stopped.
+    # Cap trials at early_stop_factor x the epochs of the fastest trial that early-stopped on success: new
+    # trials get that n_epochs, running ones end after their first epoch at or past the cap.
     learned_early_stop: bool = True
     early_stop_factor: float = 1.5
     # Seconds between heartbeats of each running trial (several workers may share the study); null = none.
