@@ -13,12 +13,13 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
 from experiment.cli import CONF_DIR, register_resolvers
+from experiment.epoch_loop import EpochHook
 from experiment.train import train
 
 
@@ -28,7 +29,7 @@ def train_to_threshold(
     workdir: Path,
     experiment: str,
     name: str,
-    epoch_hooks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+    epoch_hooks: Sequence[EpochHook] = (),
 ) -> tuple[int | None, float | None]:
     """Train one configuration in-process until its test success first reaches `threshold` (or the budget ends).
 
