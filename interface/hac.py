@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -34,11 +34,11 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
     if isinstance(test_perc, bool) or not isinstance(test_perc, (int, float)) or not 0.0 <= test_perc <= 1.0:
         raise ConfigError("algorithm.subgoal_test_perc", f"must be a probability in [0, 1], got {test_perc!r}")
     assert isinstance(env.observation_space, spaces.Dict)
-    subgoal_space = spaces.Box(low, high, dtype=np.float32)
+    radii = _subgoal_radii(algorithm_cfg, len(classes))
     learners = []
     # The config lists layers top first; the hierarchy counts from the lowest layer.
     for index, name in enumerate(reversed(classes)):
-        action_space = env.action_space if index == 0 else subgoal_space
+        action_space = env.action_space if index == 0 else _subgoal_action_space(low, high, radii[-index])
         if not isinstance(action_space, spaces.Box):
             raise ConfigError("algorithm.layer_classes", f"the env needs a Box action space, has {action_space}")
         overrides = per_layer[len(classes) - 1 - index]
@@ -57,8 +57,31 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
         end_on_success=bool(algorithm_cfg.get("end_on_success", False)),
         bound_q=bool(algorithm_cfg.get("bound_q", True)),
         seed=seed,
+        relative_subgoals=any(radius is not None for radius in radii),
+        dense_hindsight=bool(algorithm_cfg.get("dense_hindsight", False)),
     )
     return HierarchicalActorCritic(env, learners, settings)
+
+
+def _subgoal_radii(algorithm_cfg: DictConfig, n_layers: int) -> list[float | None]:
+    """`subgoal_radius` per layer above 0, top first: null (absolute subgoals), one number, or a list."""
+    key = "algorithm.subgoal_radius"
+    configured = algorithm_cfg.get("subgoal_radius")
+    if configured is None:
+        return [None] * (n_layers - 1)
+    radii = OmegaConf.to_container(configured) if isinstance(configured, ListConfig) else [configured] * (n_layers - 1)
+    if len(radii) != n_layers - 1 or not all(
+        isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in radii
+    ):
+        raise ConfigError(key, f"must be null, a positive number or {n_layers - 1} positive numbers (top first), got {configured!r}")
+    return [float(r) for r in radii]
+
+
+def _subgoal_action_space(low: np.ndarray, high: np.ndarray, radius: float | None) -> spaces.Box:
+    """A subgoal layer's actions: points within the subgoal bounds, or offsets within +-radius."""
+    if radius is None:
+        return spaces.Box(low, high, dtype=np.float32)
+    return spaces.Box(-radius, radius, shape=low.shape, dtype=np.float32)
 
 
 def _check_reward_convention(env: VecEnv) -> None:

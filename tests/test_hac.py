@@ -130,6 +130,55 @@ def test_scripted_two_layer_episode_stores_each_transition_type(make_cfg) -> Non
     assert metrics["train_layer1/subgoal_success_rate"] == 1.0
 
 
+def test_dense_hindsight_adds_chains_that_start_between_the_layers_actions(make_cfg) -> None:
+    model = _hac_on_chain(
+        make_cfg, "algorithm.dense_hindsight=true", "algorithm.subgoal_test_perc=0.0", "algorithm.normalize_obs=false"
+    )
+    _script(model, {1: [1.0, 5.0, 6.0, 9.0], 0: [1.0, 0.0, 1.0, 1.0, 1.0]})
+    model.learn(4)
+    # The top run visits cells 0, 1, 1, 2, 3 (as in the scripted episode above). Its own three transitions come
+    # first; then the chain shifted by one env step hops layer 0's H = 2 steps: cell 1 -> 2, then 2 -> 3 (goal).
+    assert _stored(model, 1) == [
+        (0.0, 1.0, 1.0, 3.0, -1.0, False, False),
+        (1.0, 2.0, 2.0, 3.0, -1.0, False, False),
+        (2.0, 3.0, 3.0, 3.0, 0.0, True, False),
+        (1.0, 2.0, 2.0, 3.0, -1.0, False, False),
+        (2.0, 3.0, 3.0, 3.0, 0.0, True, False),
+    ]
+    # Each chain is a sub-episode of its own for HER; layer 0 stores nothing extra.
+    assert model.replay_buffer[1].ep_length[:5, 0].tolist() == [3, 3, 3, 2, 2]
+    assert len(_stored(model, 0)) == 4
+
+
+def test_relative_subgoals_are_offsets_from_the_cell_reached_and_so_are_their_hindsight_actions(make_cfg) -> None:
+    model = _hac_on_chain(
+        make_cfg, "algorithm.subgoal_radius=2", "algorithm.subgoal_test_perc=1.0", "algorithm.normalize_obs=false"
+    )
+    top_space = model.learners[1].action_space
+    assert top_space.low.tolist() == [-2.0] and top_space.high.tolist() == [2.0]
+    # Offsets +1 (from cell 0), +2 (from cell 1), +2 (from cell 2): subgoals 1, 3 and 4.
+    _script(model, {1: [1.0, 2.0, 2.0, 0.0], 0: [1.0, 0.0, 1.0, 1.0, 0.0]})
+    model.learn(4)
+    assert [goal for _, _, _, goal, *_ in _stored(model, 0)] == [1.0, 3.0, 3.0, 4.0]
+    assert _stored(model, 1) == [
+        (0.0, 1.0, 1.0, 3.0, -1.0, False, False),  # subgoal hit: the offset taken
+        (1.0, 1.0, 2.0, 3.0, -1.0, False, False),  # subgoal 3 missed at cell 2: hindsight offset 2 - 1
+        (2.0, 1.0, 3.0, 3.0, 0.0, True, False),  # the env goal reached on the way to 4: offset 3 - 2
+    ]
+    penalties = model.replay_buffer[1].penalties
+    assert penalties.size() == 1
+    assert float(model.learners[1].policy.unscale_action(penalties.actions[0])[0, 0]) == pytest.approx(2.0)
+
+
+def test_relative_subgoals_stay_inside_the_subgoal_bounds(make_cfg) -> None:
+    model = _hac_on_chain(make_cfg, "algorithm.subgoal_radius=3", "algorithm.normalize_obs=false")
+    _script(model, {1: [-3.0, 3.0], 0: [0.0, 1.0, 1.0]})
+    model.learn(2)
+    # From cell 0 the offset -3 is clipped to cell 0, which layer 0 reaches by standing still; stored as taken.
+    assert _stored(model, 0)[0][3] == 0.0
+    assert _stored(model, 1)[0][:3] == (0.0, -3.0, 0.0)
+
+
 def test_hindsight_goals_come_from_the_same_sub_episode_with_recomputed_rewards(make_cfg) -> None:
     model = _hac_on_chain(make_cfg, "algorithm.subgoal_test_perc=0.0", "algorithm.normalize_obs=false")
     _script(model, {1: [1.0, 5.0, 6.0, 9.0], 0: [1.0, 0.0, 1.0, 1.0, 1.0]})
@@ -233,6 +282,8 @@ def test_one_layer_is_flat_her(make_cfg) -> None:
         (["algorithm.time_scales=[4,-1]"], "algorithm.time_scales"),
         (["algorithm.time_scales=[3,-1]", "algorithm.goal_selection_strategy=random"], "algorithm.goal_selection_strategy"),
         (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_test_perc=1.5"], "algorithm.subgoal_test_perc"),
+        (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_radius=-1"], "algorithm.subgoal_radius"),
+        (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_radius=[1,2]"], "algorithm.subgoal_radius"),
     ],
 )
 def test_bad_values_name_their_key(make_cfg, overrides: list[str], key: str) -> None:

@@ -7,7 +7,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ class HacSettings:
     :param end_on_success: End the env episode (reset) as soon as the env's goal is reached during training.
     :param bound_q: Clamp each layer's target Q-values to [-H, 0] (the paper bounds its critics' output).
     :param seed: Seed of subgoal testing and warm-up actions.
+    :param relative_subgoals: False: a layer above 0 proposes a point of the subgoal space (the paper). True: its
+        action is an offset from the achieved goal at the time (bounded by its action space), and the subgoal
+        is that point clipped to the subgoal bounds (relative subgoals as in HIRO, Nachum et al. 2018).
+    :param dense_hindsight: Layers above 0 also store hindsight-action transitions that start at every env
+        step of their run, not only where their own actions started (see :meth:`HierarchicalActorCritic._store_shifted_chains`).
     """
 
     time_scales: list[int]
@@ -51,6 +56,8 @@ class HacSettings:
     end_on_success: bool = False
     bound_q: bool = True
     seed: int = 0
+    relative_subgoals: bool = False
+    dense_hindsight: bool = False
 
 
 @dataclass
@@ -72,6 +79,7 @@ class _Rollout:
     training: bool
     stats: list[LayerStats]
     env_done: bool = False
+    path: list[Observation] = field(default_factory=list)  # every env step's raw observation, while training
 
 
 class _LayerLogger(Logger):
@@ -255,6 +263,7 @@ class HierarchicalActorCritic:
                 dones = np.ones(1, dtype=bool)
                 obs = self.env.reset()
         self._rollout.obs = next_raw
+        self._rollout.path.append(next_raw)
         self._rollout.env_done = bool(dones[0])
         try:
             self._pending_action = self._episode.send(None)
@@ -277,7 +286,7 @@ class HierarchicalActorCritic:
 
     def _new_rollout(self, raw_obs: Observation, training: bool, stats: list[LayerStats]) -> _Rollout:
         goals = [raw_obs["desired_goal"].copy() for _ in range(self.n_layers)]
-        return _Rollout(obs=raw_obs, goals=goals, training=training, stats=stats)
+        return _Rollout(obs=raw_obs, goals=goals, training=training, stats=stats, path=[raw_obs])
 
     def _run_layer(self, index: int, rollout: _Rollout, testing: bool) -> Generator[np.ndarray, None, bool]:
         """One sub-episode of layer `index` towards `rollout.goals[index]`, as a generator of env actions.
@@ -288,6 +297,7 @@ class HierarchicalActorCritic:
         time_scale = self.settings.time_scales[index]
         goal = rollout.goals[index]
         stats = rollout.stats[index]
+        first_step = len(rollout.path) - 1
         reached = False
         for attempt in range(time_scale):
             layer_obs = _with_goal(rollout.obs, goal)
@@ -296,7 +306,9 @@ class HierarchicalActorCritic:
                 yield action
             else:
                 test_below = testing or (rollout.training and self._rng.random() < self.settings.subgoal_test_perc)
-                rollout.goals[index - 1] = action
+                start = rollout.obs["achieved_goal"].copy()
+                subgoal = self._subgoal(action, start)
+                rollout.goals[index - 1] = subgoal
                 below_maxed_out = yield from self._run_layer(index - 1, rollout, test_below)
             next_layer_obs = _with_goal(rollout.obs, goal)
             achieved = rollout.obs["achieved_goal"]
@@ -306,8 +318,8 @@ class HierarchicalActorCritic:
             if rollout.training:
                 stored_action = action
                 if index > 0:
-                    hit = self._reached(achieved, action)
-                    stored_action = action if hit else achieved
+                    hit = self._reached(achieved, subgoal)
+                    stored_action = action if hit else self._action_for(achieved, start)
                     penalised = test_below and not hit and below_maxed_out
                     if test_below:
                         rollout.stats[index - 1].tested += 1
@@ -319,6 +331,8 @@ class HierarchicalActorCritic:
                 self._store(index, layer_obs, stored_action, next_layer_obs, reached, ends)
             if ends:
                 break
+        if rollout.training and index > 0 and self.settings.dense_hindsight:
+            self._store_shifted_chains(index, rollout.path[first_step:], goal)
         stats.sub_episodes += 1
         stats.reached += int(reached)
         return attempt == time_scale - 1 and not reached
@@ -336,6 +350,30 @@ class HierarchicalActorCritic:
             [{"TimeLimit.truncated": ends and not reached}],
         )
 
+    def _store_shifted_chains(self, index: int, path: list[Observation], goal: np.ndarray) -> None:
+        """Store layer `index`'s run again as if its actions had started `offset` env steps later, for every
+        offset below its stride (the env steps one of its actions may take): each chain hops `stride` steps at
+        a time, from `path[offset]` to the run's last observation, with hindsight actions only.
+
+        This is HAC's own assumption behind hindsight actions (the layer below reaches what was reached within
+        its H attempts), applied at every env step: a layer above 0 learns from about one transition per env
+        step instead of one per action it took. Each chain is one sub-episode of the layer's buffer, so HER
+        relabels its goals; no chain gets subgoal-testing penalties.
+        """
+        stride = int(np.prod(self.settings.time_scales[:index]))
+        last = len(path) - 1
+        for offset in range(1, min(stride, last)):
+            step = offset
+            while step < last:
+                hop = min(step + stride, last)
+                reached = self._reached(path[hop]["achieved_goal"], goal)
+                action = self._action_for(path[hop]["achieved_goal"], path[step]["achieved_goal"])
+                ends = reached or hop == last
+                self._store(index, _with_goal(path[step], goal), action, _with_goal(path[hop], goal), reached, ends)
+                if ends:
+                    break
+                step = hop
+
     def _choose_action(self, index: int, layer_obs: Observation, explore: bool) -> np.ndarray:
         """Layer `index`'s action for a raw observation: warm-up uniform, policy sample plus noise, or greedy."""
         learner = self.learners[index]
@@ -346,6 +384,17 @@ class HierarchicalActorCritic:
             noisy = np.clip(learner.policy.scale_action(action) + learner.action_noise(), -1.0, 1.0)
             action = learner.policy.unscale_action(noisy)
         return np.asarray(action[0])
+
+    def _subgoal(self, action: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """The subgoal a layer's action sets for the layer below, from the achieved goal `start`."""
+        if not self.settings.relative_subgoals:
+            return action
+        return np.clip(start + action, self.settings.subgoal_low, self.settings.subgoal_high).astype(action.dtype)
+
+    def _action_for(self, subgoal: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """The action that sets `subgoal` from `start`, the inverse of :meth:`_subgoal` for hindsight actions
+        (an offset beyond the action space is clipped when it is stored)."""
+        return subgoal - start if self.settings.relative_subgoals else subgoal
 
     def _scaled(self, index: int, action: np.ndarray) -> np.ndarray:
         """An action as SB3 buffers store it: scaled to [-1, 1] (a hindsight action may need clipping)."""
