@@ -10,6 +10,7 @@ threshold, then the medians. The issue's bar: >= 0.9 within 15,000 env steps in 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -30,12 +31,13 @@ def train_to_threshold(
     experiment: str,
     name: str,
     epoch_hooks: Sequence[EpochHook] = (),
+    stop_at_threshold: bool = True,
 ) -> tuple[int | None, float | None]:
     """Train one configuration in-process until its test success first reaches `threshold` (or the budget ends).
 
     Returns (env steps, wall seconds of training plus testing) at that epoch, or Nones. The run logs to the
     MLflow store `workdir/mlflow.db` under `experiment` and writes into `workdir/name`; `epoch_hooks` also see
-    every epoch's metrics.
+    every epoch's metrics. Without `stop_at_threshold` the run uses its whole budget (for whole curves).
     """
     reached: list[tuple[int, float]] = []
     started = time.perf_counter()
@@ -48,7 +50,7 @@ def train_to_threshold(
         cfg = compose(
             "main",
             overrides=[
-                f"early_stop_threshold={threshold}",
+                f"early_stop_threshold={threshold if stop_at_threshold else math.inf}",
                 "early_stop_last_n=1",
                 "progress_bar=false",
                 "save_model_freq=0",

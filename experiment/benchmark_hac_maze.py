@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=30_000)
     parser.add_argument("--eval-every", type=int, default=2000, help="env steps per epoch (a test after each)")
     parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument(
+        "--full-budget", action="store_true", help="train every run for --max-steps instead of stopping at the threshold"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("data/benchmark_hac_maze"))
     parser.add_argument(
         "--experiment", default=f"benchmark_hac_maze_{time.strftime('%Y%m%d_%H%M%S')}",
@@ -77,6 +80,7 @@ def main() -> None:
                 args.workdir,
                 args.experiment,
                 f"{name}_seed{seed}",
+                stop_at_threshold=not args.full_budget,
             )
             steps[name].append(reached)
             shown = "not reached" if reached is None else f"{reached} env steps, {seconds:.0f} s"
@@ -103,7 +107,8 @@ def main() -> None:
     command = " ".join(
         ["python experiment/benchmark_hac_maze.py", "--env", args.env, "--time-scales", args.time_scales,
          "--seeds", *map(str, args.seeds),
-         "--max-steps", str(args.max_steps), "--eval-every", str(args.eval_every), *filter(None, extra)]
+         "--max-steps", str(args.max_steps), "--eval-every", str(args.eval_every),
+         *(["--full-budget"] if args.full_budget else []), *filter(None, extra)]
     )
     print(f"reproduce: {command}")
 
