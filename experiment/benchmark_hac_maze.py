@@ -1,13 +1,14 @@
 """Benchmark: 2-layer HAC against flat HER-SAC on a long-horizon maze, same env, budget, seeds and test protocol.
 
     python experiment/benchmark_hac_maze.py [--env PointMaze_Medium-v3] [--time-scales [30,-1]] [--seeds 0 1 2]
-        [--max-steps 30000] [--eval-every 2000] [--threshold 0.8] [--workdir data/benchmark_hac_maze]
+        [--max-steps 30000] [--eval-every 2000] [--threshold 0.8] [--full-budget] [--workdir data/benchmark_hac_maze]
         [--plot docs/pointmaze_medium_hac_vs_her.png] [--hac OVERRIDE ...] [--her OVERRIDE ...]
 
 Issue 4's bar: on PointMaze_Medium-v3 (or harder) 2-layer HAC reaches test success >= 0.8 in at most half the env
 steps flat HER-SAC needs. For every seed it trains HAC, then HER-SAC (one run at a time, in-process through
 `train(cfg)`), each with `--eval-every` env steps per epoch, 10 deterministic test episodes per epoch and at most
-`--max-steps` env steps; a run stops at its first test >= threshold. The maze is episodic
+`--max-steps` env steps; a run stops at its first test >= threshold (with `--full-budget` it trains on, for
+whole curves). The maze is episodic
 (`env_kwargs.continuing_task=false`: an episode ends on success or at the step limit, 600 on Medium) and pays
 -1/0 through the env factory's reward-convention wrapper. It prints env steps and wall seconds to the threshold
 per run, the medians (a run that never reached it counts as more than the budget), their ratio, and draws both
