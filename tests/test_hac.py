@@ -128,6 +128,11 @@ def test_scripted_two_layer_episode_stores_each_transition_type(make_cfg) -> Non
     assert metrics["train_layer0/subgoal_test_penalty_rate"] == pytest.approx(1 / 3)
     assert metrics["train_layer0/subgoal_success_rate"] == pytest.approx(1 / 3)
     assert metrics["train_layer1/subgoal_success_rate"] == 1.0
+    # Subgoals 1, 5, 6 were set from cells 0, 1, 2 and took 1, 2, 1 env steps; the top run went 0 -> 3 in 4.
+    assert metrics["train_layer0/goal_distance"] == pytest.approx((1 + 4 + 4) / 3)
+    assert metrics["train_layer0/sub_episode_steps"] == pytest.approx(4 / 3)
+    assert metrics["train_layer1/goal_distance"] == pytest.approx(3.0)
+    assert metrics["train_layer1/sub_episode_steps"] == pytest.approx(4.0)
 
 
 def test_dense_hindsight_adds_chains_that_start_between_the_layers_actions(make_cfg) -> None:
@@ -237,7 +242,9 @@ def test_test_sub_episodes_are_judged_on_the_final_observation_of_the_episode(ma
         return model.epoch_metrics()
 
     model = _hac_on_chain(make_cfg, "algorithm.normalize_obs=false", goal=1.0)
-    assert first_step_then_end(model, tell_end=True)["test_layer1/success_rate"] == 1.0
+    metrics = first_step_then_end(model, tell_end=True)
+    assert metrics["test_layer1/success_rate"] == 1.0
+    assert metrics["test_layer0/goal_distance"] == 1.0 and metrics["test_layer0/sub_episode_steps"] == 1.0
     assert first_step_then_end(model, tell_end=False)["test_layer1/success_rate"] == 0.0  # judged on cell 0
 
 

@@ -68,6 +68,8 @@ class LayerStats:
     reached: int = 0
     tested: int = 0
     penalised: int = 0
+    env_steps: int = 0
+    goal_distance: float = 0.0  # summed over sub-episodes, from the achieved goal at their start to their goal
 
 
 @dataclass
@@ -79,6 +81,7 @@ class _Rollout:
     training: bool
     stats: list[LayerStats]
     env_done: bool = False
+    steps: int = 0  # env steps taken so far in this run
     path: list[Observation] = field(default_factory=list)  # every env step's raw observation, while training
 
 
@@ -298,12 +301,15 @@ class HierarchicalActorCritic:
         goal = rollout.goals[index]
         stats = rollout.stats[index]
         first_step = len(rollout.path) - 1
+        start_steps = rollout.steps
+        distance = float(np.linalg.norm(rollout.obs["achieved_goal"] - goal))
         reached = False
         for attempt in range(time_scale):
             layer_obs = _with_goal(rollout.obs, goal)
             action = self._choose_action(index, layer_obs, explore=rollout.training and not testing)
             if index == 0:
                 yield action
+                rollout.steps += 1
             else:
                 test_below = testing or (rollout.training and self._rng.random() < self.settings.subgoal_test_perc)
                 start = rollout.obs["achieved_goal"].copy()
@@ -335,6 +341,8 @@ class HierarchicalActorCritic:
             self._store_shifted_chains(index, rollout.path[first_step:], goal)
         stats.sub_episodes += 1
         stats.reached += int(reached)
+        stats.env_steps += rollout.steps - start_steps
+        stats.goal_distance += distance
         return attempt == time_scale - 1 and not reached
 
     def _store(
@@ -517,8 +525,11 @@ class HierarchicalActorCritic:
         `train_layer{i}/subgoal_success_rate`: fraction of layer i's training sub-episodes that reached their
         goal; `train_layer{i}/subgoal_test_penalty_rate`: fraction of layer i's tested sub-episodes that missed
         (each a -H penalty for layer i+1); `train_layer{i}/q_mean`: mean Q of a sampled batch;
-        `test_layer{i}/success_rate`: as the first, over predict()'s sub-episodes. Rates without any sub-episode
-        are left out.
+        `test_layer{i}/success_rate`: as the first, over predict()'s sub-episodes. Both prefixes also carry
+        `goal_distance`, the mean Euclidean distance in the goal space from the achieved goal at a sub-episode's
+        start to its goal, and `sub_episode_steps`, the mean env steps per sub-episode: subgoals that lie
+        within the success test's reach of the agent (a step or two each) show that a layer lost its temporal
+        abstraction. Rates without any sub-episode are left out.
         """
         metrics: dict[str, float] = {}
         for index, (train, test) in enumerate(zip(self.train_stats, self.test_stats)):
@@ -528,6 +539,10 @@ class HierarchicalActorCritic:
                 metrics[f"train_layer{index}/subgoal_test_penalty_rate"] = train.penalised / train.tested
             if test.sub_episodes:
                 metrics[f"test_layer{index}/success_rate"] = test.reached / test.sub_episodes
+            for prefix, stats in (("train", train), ("test", test)):
+                if stats.sub_episodes:
+                    metrics[f"{prefix}_layer{index}/goal_distance"] = stats.goal_distance / stats.sub_episodes
+                    metrics[f"{prefix}_layer{index}/sub_episode_steps"] = stats.env_steps / stats.sub_episodes
             q_mean = self._q_mean(index)
             if q_mean is not None:
                 metrics[f"train_layer{index}/q_mean"] = q_mean
