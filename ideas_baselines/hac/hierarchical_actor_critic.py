@@ -300,7 +300,6 @@ class HierarchicalActorCritic:
         time_scale = self.settings.time_scales[index]
         goal = rollout.goals[index]
         stats = rollout.stats[index]
-        first_step = len(rollout.path) - 1
         start_steps = rollout.steps
         distance = float(np.linalg.norm(rollout.obs["achieved_goal"] - goal))
         reached = False
@@ -338,7 +337,7 @@ class HierarchicalActorCritic:
             if ends:
                 break
         if rollout.training and index > 0 and self.settings.dense_hindsight:
-            self._store_shifted_chains(index, rollout.path[first_step:], goal)
+            self._store_shifted_chains(index, rollout.path[start_steps:], goal)
         stats.sub_episodes += 1
         stats.reached += int(reached)
         stats.env_steps += rollout.steps - start_steps
