@@ -1,0 +1,134 @@
+"""Re-test a finished (or interrupted) run from its checkpoint on many more episodes than training's tests.
+
+    python experiment/evaluate.py <run dir> [--episodes 100] [--seed N] [--json]
+
+A training run's `test/success_rate` comes from `n_test_rollouts` episodes (10 by default), so one test moves
+by 0.2-0.4 between epochs on the mazes. This loads `<run dir>/config.yaml` and `<run dir>/checkpoint/` (model
+and observation statistics; the replay buffer is not needed), runs `--episodes` deterministic episodes on a
+fresh env seeded `--seed` (default: the run's seed + 30000, apart from training's test env at + 10000 and its
+video env at + 20000) with the same test protocol as training (util/evaluation.py), and prints the success rate
+with its 95% Wilson interval, the mean return and episode length, and HAC's per-layer `test_layer{i}/...`
+metrics. Nothing is written. A missing run directory, config or checkpoint exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.vec_env import VecNormalize
+
+from interface.algorithms import get_algorithm
+from interface.envs import make_vec_env, resolve_env_id
+from util.checkpoint import find_checkpoint
+from util.errors import ConfigError
+from util.evaluation import evaluate
+
+SEED_OFFSET = 30_000
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate: unlike the normal approximation it stays inside [0, 1]
+    and is not empty at 0 or n successes (about 95% coverage for z = 1.96)."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    rate = successes / n
+    denominator = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """The resolved config a run saved in `<run_dir>/config.yaml`."""
+    if not run_dir.is_dir():
+        raise ConfigError("run_dir", f"no such directory: {run_dir}")
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ConfigError("run_dir", f"{run_dir} has no config.yaml (not a run directory of experiment/train.py)")
+    cfg = OmegaConf.load(config)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def evaluate_run(run_dir: Path, episodes: int, seed: int | None = None) -> dict[str, Any]:
+    """Load a run's checkpoint and run `episodes` deterministic test episodes; returns the metrics.
+
+    Keys: `test/success_rate`, `test/mean_reward`, `test/ep_length` (as in training), `test/success_low` and
+    `test/success_high` (95% Wilson interval), `episodes`, `seed`, `env_steps` (the checkpoint's), and for HAC
+    every `test_layer{i}/...` metric over these episodes.
+    """
+    if episodes < 1:
+        raise ConfigError("--episodes", f"must be at least 1, got {episodes}")
+    cfg = load_run_config(run_dir)
+    checkpoint = find_checkpoint(run_dir)
+    if checkpoint is None:
+        raise ConfigError("run_dir", f"{run_dir} has no complete checkpoint/")
+    seed = int(cfg.seed) + SEED_OFFSET if seed is None else seed
+    spec = get_algorithm(cfg.algorithm.name)
+    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
+    normalize = bool(cfg.algorithm.get("normalize_obs", False))
+    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
+    env = make_vec_env(resolve_env_id(cfg.env), env_kwargs, seed, normalize_obs=normalize)  # type: ignore[arg-type]
+    try:
+        if isinstance(env, VecNormalize):
+            if not checkpoint.normalization.exists():
+                raise ConfigError("run_dir", f"{checkpoint.normalization} is missing (the run normalised observations)")
+            env = VecNormalize.load(str(checkpoint.normalization), env.venv)
+            env.training = False
+        model = spec.load(cfg.algorithm, checkpoint.model, env, str(cfg.get("device", "auto")))
+        env.seed(seed)  # binding a model may reset the env, which would use up the seed's first episode
+        metrics: dict[str, Any] = evaluate(model, env, env, episodes)
+        if hasattr(model, "epoch_metrics"):
+            metrics.update({k: v for k, v in model.epoch_metrics().items() if k.startswith("test_")})
+    finally:
+        env.close()
+    low, high = wilson_interval(round(metrics["test/success_rate"] * episodes), episodes)
+    metrics.update(
+        {
+            "test/success_low": low,
+            "test/success_high": high,
+            "episodes": episodes,
+            "seed": seed,
+            "env_steps": int(checkpoint.state.get("env_steps", 0)),
+        }
+    )
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate one run directory and print a summary line (or `--json`); exit 2 on bad input."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run directory of experiment/train.py (with checkpoint/)")
+    parser.add_argument("--episodes", type=int, default=100, help="deterministic test episodes (default 100)")
+    parser.add_argument("--seed", type=int, default=None, help=f"test env seed (default: run seed + {SEED_OFFSET})")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        metrics = evaluate_run(args.run_dir, args.episodes, args.seed)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"run_dir": str(args.run_dir), **metrics}))
+        return 0
+    print(
+        f"{args.run_dir}: success {metrics['test/success_rate']:.3f} "
+        f"(95% CI {metrics['test/success_low']:.3f}-{metrics['test/success_high']:.3f}) over {args.episodes} "
+        f"episodes after {metrics['env_steps']} env steps; mean return {metrics['test/mean_reward']:.1f}, "
+        f"episode length {metrics['test/ep_length']:.1f}"
+    )
+    for key in sorted(k for k in metrics if k.startswith("test_layer")):
+        print(f"  {key} {metrics[key]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
