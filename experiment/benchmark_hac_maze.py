@@ -1,7 +1,8 @@
 """Benchmark: 2-layer HAC against flat HER-SAC on a long-horizon maze, same env, budget, seeds and test protocol.
 
     python experiment/benchmark_hac_maze.py [--env PointMaze_Medium-v3] [--time-scales [30,-1]] [--seeds 0 1 2]
-        [--max-steps 30000] [--eval-every 2000] [--threshold 0.8] [--full-budget] [--workdir data/benchmark_hac_maze]
+        [--max-steps 30000] [--eval-every 2000] [--threshold 0.8] [--full-budget] [--final-episodes 200]
+        [--workdir data/benchmark_hac_maze]
         [--plot docs/pointmaze_medium_hac_vs_her.png] [--hac OVERRIDE ...] [--her OVERRIDE ...]
 
 Issue 4's bar: on PointMaze_Medium-v3 (or harder) 2-layer HAC reaches test success >= 0.8 in at most half the env
@@ -12,7 +13,9 @@ whole curves). The maze is episodic
 (`env_kwargs.continuing_task=false`: an episode ends on success or at the step limit, 600 on Medium) and pays
 -1/0 through the env factory's reward-convention wrapper. It prints env steps and wall seconds to the threshold
 per run, the medians (a run that never reached it counts as more than the budget), their ratio, and draws both
-learning curves from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py. The README's numbers pass
+learning curves from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py. With `--final-episodes N` it also re-tests every
+run's final checkpoint on N greedy episodes (experiment/evaluate.py; with `--full-budget` that is the success after
+the whole budget, far less noisy than a 10-episode test) and prints both medians and the seeds where HAC is ahead. The README's numbers pass
 `--hac env_subprocess=false --her env_subprocess=false` (one process per run; HER-SAC's default subprocess env acts
 with a policy one gradient step old, which gives other trajectories).
 """
@@ -28,6 +31,7 @@ from pathlib import Path
 from experiment import plot
 from experiment.benchmark_hac import train_to_threshold
 from experiment.cli import register_resolvers
+from experiment.evaluate import evaluate_run
 
 # Shared by both algorithms: the episodic maze and the test protocol.
 COMMON = ["+env_kwargs.continuing_task=false", "n_test_rollouts=10"]
@@ -59,6 +63,9 @@ def main() -> None:
     parser.add_argument(
         "--full-budget", action="store_true", help="train every run for --max-steps instead of stopping at the threshold"
     )
+    parser.add_argument(
+        "--final-episodes", type=int, default=0, help="re-test each run's final checkpoint on this many episodes"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("data/benchmark_hac_maze"))
     parser.add_argument(
         "--experiment", default=f"benchmark_hac_maze_{time.strftime('%Y%m%d_%H%M%S')}",
@@ -73,6 +80,7 @@ def main() -> None:
     hac_overrides = ["algorithm=hac", f"algorithm.time_scales={args.time_scales}"]
     runs = {"hac": [*hac_overrides, *args.hac], "her-sac": [*HER_SAC, *args.her]}
     steps: dict[str, list[int | None]] = {name: [] for name in runs}
+    final: dict[str, list[float]] = {name: [] for name in runs}
     for seed in args.seeds:
         for name, overrides in runs.items():
             reached, seconds = train_to_threshold(
@@ -86,6 +94,15 @@ def main() -> None:
             steps[name].append(reached)
             shown = "not reached" if reached is None else f"{reached} env steps, {seconds:.0f} s"
             print(f"seed {seed} {name}: test/success_rate >= {args.threshold}: {shown}", flush=True)
+            if args.final_episodes > 0:
+                tested = evaluate_run(args.workdir / f"{name}_seed{seed}", args.final_episodes)
+                final[name].append(tested["test/success_rate"])
+                print(
+                    f"seed {seed} {name}: final success {tested['test/success_rate']:.3f} "
+                    f"(95% CI {tested['test/success_low']:.3f}-{tested['test/success_high']:.3f}) over "
+                    f"{args.final_episodes} episodes after {tested['env_steps']} env steps",
+                    flush=True,
+                )
     hac, her = _median(steps["hac"]), _median(steps["her-sac"])
     print(f"median env steps to >= {args.threshold} over seeds {args.seeds} (budget {args.max_steps}): "
           f"HAC {_shown(hac, args.max_steps)}, HER-SAC {_shown(her, args.max_steps)}")
@@ -95,6 +112,10 @@ def main() -> None:
         print(f"ratio HAC / HER-SAC: < {hac / args.max_steps:.2f} (HER-SAC did not reach it within the budget)")
     else:
         print(f"ratio HAC / HER-SAC: {hac / her:.2f} (issue 4's bar: <= 0.5)")
+    if args.final_episodes > 0:
+        ahead = sum(a > b for a, b in zip(final["hac"], final["her-sac"]))
+        print(f"median final success over {args.final_episodes} episodes: HAC {statistics.median(final['hac']):.3f}, "
+              f"HER-SAC {statistics.median(final['her-sac']):.3f}; HAC ahead in {ahead} of {len(args.seeds)} seeds")
     if args.plot is not None:
         plot.main([
             "--tracking-uri", f"sqlite:///{args.workdir / 'mlflow.db'}",
@@ -109,7 +130,8 @@ def main() -> None:
         ["python experiment/benchmark_hac_maze.py", "--env", args.env, "--time-scales", args.time_scales,
          "--seeds", *map(str, args.seeds),
          "--max-steps", str(args.max_steps), "--eval-every", str(args.eval_every),
-         *(["--full-budget"] if args.full_budget else []), *filter(None, extra)]
+         *(["--full-budget"] if args.full_budget else []),
+         *(["--final-episodes", str(args.final_episodes)] if args.final_episodes else []), *filter(None, extra)]
     )
     print(f"reproduce: {command}")
 
