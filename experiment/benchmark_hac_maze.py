@@ -13,11 +13,12 @@ whole curves). The maze is episodic
 (`env_kwargs.continuing_task=false`: an episode ends on success or at the step limit, 600 on Medium) and pays
 -1/0 through the env factory's reward-convention wrapper. It prints env steps and wall seconds to the threshold
 per run, the medians (a run that never reached it counts as more than the budget), their ratio, and draws both
-learning curves from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py. With `--final-episodes N` it also re-tests every
-run's final checkpoint on N greedy episodes (experiment/evaluate.py; with `--full-budget` that is the success after
-the whole budget, far less noisy than a 10-episode test) and prints both medians and the seeds where HAC is ahead. The README's numbers pass
-`--hac env_subprocess=false --her env_subprocess=false` (one process per run; HER-SAC's default subprocess env acts
-with a policy one gradient step old, which gives other trajectories).
+learning curves from the MLflow store `<workdir>/mlflow.db` with experiment/plot.py. With `--final-episodes N` it
+also re-tests every run's final checkpoint on N greedy episodes (experiment/evaluate.py; with `--full-budget` that
+is the success after the whole budget, far less noisy than a 10-episode test) and prints both medians and the seeds
+where HAC is ahead. The README's numbers pass `--hac env_subprocess=false --her env_subprocess=false` (one process
+per run; HER-SAC's default subprocess env acts with a policy one gradient step old, which gives other
+trajectories).
 """
 
 from __future__ import annotations
