@@ -39,11 +39,9 @@ def test_reproduces_the_runs_own_last_test(make_cfg, tmp_path: Path) -> None:
     assert metrics["test/success_rate"] == pytest.approx(history["test/success_rate"][-1])
     assert metrics["env_steps"] == 200 and metrics["episodes"] == 3
     assert metrics["test/success_low"] <= metrics["test/success_rate"] <= metrics["test/success_high"]
-    # Another seed gives other goals, hence other returns, and the same seed gives the same ones again.
-    again = evaluate_run(run_dir, episodes=3, seed=cfg.seed + 10_000)
-    assert again == metrics
-    other = evaluate_run(run_dir, episodes=3, seed=123)
-    assert other["seed"] == 123 and other["test/mean_reward"] != metrics["test/mean_reward"]
+    # The same seed gives the same episodes again; the default seed is the run's seed + 30000.
+    assert evaluate_run(run_dir, episodes=3, seed=cfg.seed + 10_000) == metrics
+    assert evaluate_run(run_dir, episodes=1)["seed"] == cfg.seed + 30_000
 
 
 def test_hac_run_reports_its_layers(make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
