@@ -2,13 +2,15 @@
 
     python experiment/plot.py --tracking-uri sqlite:///mlflow.db --out curves.png --group-by algorithm.model_class
     python experiment/plot.py --out curves.png --env FetchReach-v4 --param n_epochs=6 --statistic iqm --x wall
+    python experiment/plot.py --out curves.png --group-by algorithm.model_class --label sac=HER-SAC --label td3=HER-TD3
     python experiment/plot.py --storage sqlite:///sweeps.db --study my_sweep --out sweep.png
     python experiment/plot.py --video data/<run>/videos/test_step_00006000.mp4 --out frames.png
 
 Curves: every run that matches the filters (all runs in the store without filters) is grouped by the values of
 `--group-by` keys (config params such as `algorithm.model_class`, or tags such as `algorithm`); each group is
 drawn as the mean or interquartile mean (IQM) across its runs with a bootstrap 95% confidence band. A run that
-stopped early holds its last value up to the end of its group's longest run. Both PNG and PDF are written
+stopped early holds its last value up to the end of its group's longest run. `--label GROUP=NAME` renames a group
+in the legend (GROUP as printed, e.g. `hac / True / 1.5` for several keys). Both PNG and PDF are written
 (a frame strip of a recorded test episode only as PNG).
 """
 
@@ -317,6 +319,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     source.add_argument("--group-by", default="algorithm", help="comma-separated param or tag keys")
     source.add_argument("--statistic", choices=STATISTICS, default="mean", help="across runs of a group")
     source.add_argument("--title", help="figure title (default: the metric)")
+    source.add_argument(
+        "--label", type=_key_value, action="append", default=[], help="GROUP=NAME: legend name of a group (repeatable)"
+    )
     source.add_argument("--experiment", action="append", default=[], help="MLflow experiment (repeatable)")
     source.add_argument("--env", help="only runs with this env tag")
     source.add_argument("--algorithm", help="only runs with this algorithm tag")
@@ -362,6 +367,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: no run with metric {args.metric} matches", file=sys.stderr)
             return 2
         groups = aggregate_curves(curves, args.statistic)
+        names = dict(args.label)
+        unknown = sorted(set(names) - {group.label for group in groups})
+        if unknown:
+            found = ", ".join(repr(group.label) for group in groups)
+            print(f"error: --label: no group {unknown[0]!r} (groups: {found})", file=sys.stderr)
+            return 2
+        for group in groups:
+            group.label = names.get(group.label, group.label)
         draw_curves(groups, args.metric, args.x, args.statistic, args.out, args.title)
         for group in groups:
             print(f"{group.label}: {group.n_runs} runs, final {args.statistic} {group.center[-1]:.3f} "

@@ -119,6 +119,19 @@ def test_cli_without_filters_plots_every_run_and_filters_select(store: str, tmp_
     assert main(["--tracking-uri", store, "--out", str(out), "--metric", "no/such_metric"]) == 2
 
 
+def test_cli_labels_rename_groups_and_an_unknown_group_exits_2(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "labelled.png"
+    args = ["--tracking-uri", store, "--out", str(out), "--group-by", "algorithm.model_class", "--env", "FetchReach-v4"]
+    assert main([*args, "--label", "sac=HER-SAC"]) == 0
+    printed = capsys.readouterr().out
+    assert "HER-SAC: 3 runs" in printed and "td3: 3 runs" in printed and "sac: 3 runs" not in printed
+    assert main([*args, "--label", "ppo=PPO"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--label" in err[0] and "'ppo'" in err[0] and "'sac'" in err[0]
+
+
 def test_sweep_plot_has_the_trials_and_one_panel_per_param(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
