@@ -25,8 +25,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.vec_env import VecNormalize
 
+from experiment.train import make_run_env
 from interface.algorithms import get_algorithm
-from interface.envs import make_vec_env, resolve_env_id
+from interface.envs import resolve_env_id
 from util.checkpoint import find_checkpoint
 from util.errors import ConfigError
 from util.evaluation import evaluate
@@ -73,10 +74,8 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int | None = None) -> dict[
         raise ConfigError("run_dir", f"{run_dir} has no complete checkpoint/")
     seed = int(cfg.seed) + SEED_OFFSET if seed is None else seed
     spec = get_algorithm(cfg.algorithm.name)
-    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
-    normalize = bool(cfg.algorithm.get("normalize_obs", False))
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
-    env = make_vec_env(resolve_env_id(cfg.env), env_kwargs, seed, normalize_obs=normalize)  # type: ignore[arg-type]
+    env = make_run_env(cfg, resolve_env_id(cfg.env), seed)
     try:
         if isinstance(env, VecNormalize):
             if not checkpoint.normalization.exists():

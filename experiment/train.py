@@ -90,13 +90,19 @@ def _env_subprocess(cfg: DictConfig, spec: AlgorithmSpec) -> bool:
     return bool(cfg.env_subprocess)
 
 
+def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = False) -> VecEnv:
+    """One vectorised env of a run as its config asks: `env_kwargs`, and observation normalisation if the
+    algorithm's `normalize_obs` is on: the training env, the test env and experiment/evaluate.py's env."""
+    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
+    normalize = bool(cfg.algorithm.get("normalize_obs", False))
+    return make_vec_env(env_id, env_kwargs, seed, normalize_obs=normalize, subprocess=subprocess)  # type: ignore[arg-type]
+
+
 def _make_envs(
     cfg: DictConfig, env_id: str, checkpoint: Checkpoint | None, subprocess: bool = False
 ) -> tuple[VecEnv, VecEnv]:
-    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
-    normalize = bool(cfg.algorithm.get("normalize_obs", False))
-    train_env = make_vec_env(env_id, env_kwargs, cfg.seed, normalize_obs=normalize, subprocess=subprocess)  # type: ignore[arg-type]
-    eval_env = make_vec_env(env_id, env_kwargs, cfg.seed + 10_000, normalize_obs=normalize)  # type: ignore[arg-type]
+    train_env = make_run_env(cfg, env_id, cfg.seed, subprocess)
+    eval_env = make_run_env(cfg, env_id, cfg.seed + 10_000)
     if isinstance(train_env, VecNormalize):
         if checkpoint is not None and checkpoint.normalization.exists():
             train_env = VecNormalize.load(str(checkpoint.normalization), train_env.venv)
