@@ -52,8 +52,8 @@ test-function: setup
 # Our HER-SAC vs RL Zoo's SAC+HER on FetchReach-v4, seeds 0-2 (RL Zoo goes into .venv-bench, created on first use),
 # then training throughput and a per-step profile against SB3's SAC+HER loop.
 bench: setup
-	$(PYTHON) experiment/benchmark.py
-	$(PYTHON) experiment/benchmark_throughput.py
+	$(PYTHON) experiment/benchmarks/benchmark.py
+	$(PYTHON) experiment/benchmarks/benchmark_throughput.py
 
 clean:
 	rm -rf $(VENV) .venv-bench data outputs multirun testing mlflow.db .pytest_cache test_cmds.txt

@@ -19,6 +19,7 @@ from util.callbacks import EpisodeStatsCallback, ProgressBar
 from util.checkpoint import save_checkpoint
 from util.evaluation import evaluate
 from util.mlflow_logger import MlflowMetricsWriter, MlflowRun
+from util.model_protocol import EpisodicModel
 from util.video import TestEpisodeRecorder
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,8 @@ class EpochLoop:
         learn_seconds = time.perf_counter() - started
         metrics = evaluate(self.model, self.train_env, self.eval_env, cfg.n_test_rollouts)
         metrics.update(self.episode_stats.pop())
-        # Learners with internal structure (e.g. HAC's layers) add their own per-epoch metrics.
-        extra_metrics = getattr(self.model, "epoch_metrics", None)
-        if callable(extra_metrics):
-            metrics.update(extra_metrics())
+        if isinstance(self.model, EpisodicModel):  # HAC adds its layers' metrics
+            metrics.update(self.model.epoch_metrics())
         self.state.epoch += 1
         self.state.wall_seconds += time.perf_counter() - started
         metrics.update(

@@ -5,7 +5,7 @@
 A training run's `test/success_rate` comes from `n_test_rollouts` episodes (10 by default), so one test moves
 by 0.2-0.4 between epochs on the mazes. This loads `<run dir>/config.yaml` and `<run dir>/checkpoint/` (model
 and observation statistics; the replay buffer is not needed), runs `--episodes` deterministic episodes on a
-fresh env seeded `--seed` (default: the run's seed + 30000, apart from training's test env at + 10000 and its
+fresh env seeded `--seed` (default: the run's seed + 30000; see experiment/saved_run.py, apart from training's test env at + 10000 and its
 video env at + 20000) with the same test protocol as training (util/evaluation.py), and prints the success rate
 with its 95% Wilson interval, the mean return and episode length, and HAC's per-layer `test_layer{i}/...`
 metrics. Nothing is written. A missing run directory, config or checkpoint exits 2 with one line.
@@ -22,17 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.vec_env import VecNormalize
 
-from experiment.train import make_run_env
+from experiment.saved_run import (
+    RETEST_SEED_OFFSET,
+    load_model,
+    load_run_config,
+    make_run_env,
+    require_checkpoint,
+    restore_normalization,
+)
 from interface.algorithms import get_algorithm
 from interface.envs import resolve_env_id
-from util.checkpoint import find_checkpoint
 from util.errors import ConfigError
 from util.evaluation import evaluate
-
-SEED_OFFSET = 30_000
+from util.model_protocol import EpisodicModel
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -47,18 +51,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def load_run_config(run_dir: Path) -> DictConfig:
-    """The resolved config a run saved in `<run_dir>/config.yaml`."""
-    if not run_dir.is_dir():
-        raise ConfigError("run_dir", f"no such directory: {run_dir}")
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise ConfigError("run_dir", f"{run_dir} has no config.yaml (not a run directory of experiment/train.py)")
-    cfg = OmegaConf.load(config)
-    assert isinstance(cfg, DictConfig)
-    return cfg
-
-
 def evaluate_run(run_dir: Path, episodes: int, seed: int | None = None) -> dict[str, Any]:
     """Load a run's checkpoint and run `episodes` deterministic test episodes; returns the metrics.
 
@@ -69,23 +61,19 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int | None = None) -> dict[
     if episodes < 1:
         raise ConfigError("--episodes", f"must be at least 1, got {episodes}")
     cfg = load_run_config(run_dir)
-    checkpoint = find_checkpoint(run_dir)
-    if checkpoint is None:
-        raise ConfigError("run_dir", f"{run_dir} has no complete checkpoint/")
-    seed = int(cfg.seed) + SEED_OFFSET if seed is None else seed
+    checkpoint = require_checkpoint(run_dir)
+    seed = int(cfg.seed) + RETEST_SEED_OFFSET if seed is None else seed
     spec = get_algorithm(cfg.algorithm.name)
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     env = make_run_env(cfg, resolve_env_id(cfg.env), seed)
     try:
+        env = restore_normalization(env, checkpoint, required=True)
         if isinstance(env, VecNormalize):
-            if not checkpoint.normalization.exists():
-                raise ConfigError("run_dir", f"{checkpoint.normalization} is missing (the run normalised observations)")
-            env = VecNormalize.load(str(checkpoint.normalization), env.venv)
             env.training = False
-        model = spec.load(cfg.algorithm, checkpoint.model, env, str(cfg.get("device", "auto")))
+        model = load_model(cfg, spec, checkpoint, env, with_replay_buffer=False)
         env.seed(seed)  # binding a model may reset the env, which would use up the seed's first episode
         metrics: dict[str, Any] = evaluate(model, env, env, episodes)
-        if hasattr(model, "epoch_metrics"):
+        if isinstance(model, EpisodicModel):
             metrics.update({k: v for k, v in model.epoch_metrics().items() if k.startswith("test_")})
     finally:
         env.close()
@@ -107,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run directory of experiment/train.py (with checkpoint/)")
     parser.add_argument("--episodes", type=int, default=100, help="deterministic test episodes (default 100)")
-    parser.add_argument("--seed", type=int, default=None, help=f"test env seed (default: run seed + {SEED_OFFSET})")
+    parser.add_argument("--seed", type=int, default=None, help=f"test env seed (default: run seed + {RETEST_SEED_OFFSET})")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     args = parser.parse_args(argv)
     try:

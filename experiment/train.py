@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -28,11 +27,20 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from experiment.cli import check_command_line, register_resolvers
 from experiment.epoch_loop import EpochHook, EpochLoop, LoopState, sweep_score
+from experiment.saved_run import (
+    TEST_SEED_OFFSET,
+    VIDEO_SEED_OFFSET,
+    load_model,
+    make_run_env,
+    require_checkpoint,
+    restore_normalization,
+    uses_env_subprocess,
+)
 from experiment.validation import validate_config
 from interface.algorithm_spec import AlgorithmSpec
-from interface.algorithms import get_algorithm, overlaps_env_step
-from interface.envs import make_env, make_vec_env, resolve_env_id
-from util.checkpoint import Checkpoint, find_checkpoint
+from interface.algorithms import get_algorithm
+from interface.envs import make_env, resolve_env_id
+from util.checkpoint import Checkpoint
 from util.comet_logger import MirroredRun
 from util.errors import ConfigError, TrainingStopped
 from util.mlflow_logger import MlflowRun
@@ -57,10 +65,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochH
     validate_config(cfg)
     env_id = resolve_env_id(cfg.env)
     spec = get_algorithm(cfg.algorithm.name)
-    checkpoint = _checkpoint_to_restore(cfg)
+    checkpoint = None if cfg.restore_from is None else require_checkpoint(Path(cfg.restore_from), "restore_from")
     torch.set_num_threads(cfg.torch_threads)
     set_random_seed(cfg.seed)
-    train_env, eval_env = _make_envs(cfg, env_id, checkpoint, _env_subprocess(cfg, spec))
+    train_env, eval_env = _make_envs(cfg, env_id, checkpoint, uses_env_subprocess(cfg, spec))
     recorder = None
     try:
         recorder = _make_recorder(cfg, env_id)
@@ -74,39 +82,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochH
             recorder.close()
 
 
-def _checkpoint_to_restore(cfg: DictConfig) -> Checkpoint | None:
-    if cfg.restore_from is None:
-        return None
-    checkpoint = find_checkpoint(Path(cfg.restore_from))
-    if checkpoint is None:
-        raise ConfigError("restore_from", f"no complete checkpoint/ in run directory {cfg.restore_from}")
-    return checkpoint
-
-
-def _env_subprocess(cfg: DictConfig, spec: AlgorithmSpec) -> bool:
-    """`env_subprocess`: auto = when the learner can train while the env steps and a second core exists."""
-    if cfg.env_subprocess == "auto":
-        return overlaps_env_step(spec, cfg.algorithm) and len(os.sched_getaffinity(0)) >= 2
-    return bool(cfg.env_subprocess)
-
-
-def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = False) -> VecEnv:
-    """One vectorised env of a run as its config asks: `env_kwargs`, and observation normalisation if the
-    algorithm's `normalize_obs` is on: the training env, the test env and experiment/evaluate.py's env."""
-    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
-    normalize = bool(cfg.algorithm.get("normalize_obs", False))
-    return make_vec_env(env_id, env_kwargs, seed, normalize_obs=normalize, subprocess=subprocess)  # type: ignore[arg-type]
-
-
 def _make_envs(
     cfg: DictConfig, env_id: str, checkpoint: Checkpoint | None, subprocess: bool = False
 ) -> tuple[VecEnv, VecEnv]:
     train_env = make_run_env(cfg, env_id, cfg.seed, subprocess)
-    eval_env = make_run_env(cfg, env_id, cfg.seed + 10_000)
-    if isinstance(train_env, VecNormalize):
-        if checkpoint is not None and checkpoint.normalization.exists():
-            train_env = VecNormalize.load(str(checkpoint.normalization), train_env.venv)
-        assert isinstance(eval_env, VecNormalize)
+    eval_env = make_run_env(cfg, env_id, cfg.seed + TEST_SEED_OFFSET)
+    if checkpoint is not None:
+        train_env = restore_normalization(train_env, checkpoint, required=False)
+    if isinstance(eval_env, VecNormalize):
         eval_env.training = False
     return train_env, eval_env
 
@@ -123,14 +106,13 @@ def _make_recorder(cfg: DictConfig, env_id: str) -> TestEpisodeRecorder | None:
         env = make_env(env_id, sized, render_mode)  # type: ignore[arg-type]
     except ConfigError:  # envs without width/height arguments render at their own size
         env = make_env(env_id, env_kwargs, render_mode)  # type: ignore[arg-type]
-    return TestEpisodeRecorder(env, cfg.render_test, cfg.render_freq, cfg.seed + 20_000)
+    return TestEpisodeRecorder(env, cfg.render_test, cfg.render_freq, cfg.seed + VIDEO_SEED_OFFSET)
 
 
 def _make_model(cfg: DictConfig, spec: AlgorithmSpec, env: VecEnv, checkpoint: Checkpoint | None) -> Any:
-    device = cfg.device
     if checkpoint is None:
-        return spec.build(cfg.algorithm, env, cfg.seed, device)
-    return spec.load(cfg.algorithm, checkpoint.model, env, device, checkpoint.replay_buffer)
+        return spec.build(cfg.algorithm, env, cfg.seed, cfg.device)
+    return load_model(cfg, spec, checkpoint, env, with_replay_buffer=True)
 
 
 def _prepare_run_dir(cfg: DictConfig, run_dir: Path | None) -> Path:

@@ -1,7 +1,7 @@
 """Scripted solvers for our goal envs, written from each env's own state (not learned).
 
 They prove that a task is solvable within its episode limit and that its success test fires (tests/), and give
-the success rates in the README's env table (experiment/benchmark_envs.py). The ants walk with an open-loop gait
+the success rates in the README's env table (experiment/benchmarks/benchmark_envs.py). The ants walk with an open-loop gait
 steered by picking one of its four turned copies (``AntGaitWalker``); ``TorsoDriver`` instead pushes the torso with
 an external force, which proves that goals are reachable in time whatever the gait.
 """
@@ -184,7 +184,7 @@ class TorsoDriver:
 
 # Open-loop torque gait of the ant (gear 16, 0.1 s per env step) that walks it towards +x at about 0.35 m/s: per
 # actuator (ant.xml order: hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3)
-# offset + amplitude * sin(omega * step + phase). Found by experiment/ant_gait_search.py with its defaults
+# offset + amplitude * sin(omega * step + phase). Found by experiment/benchmarks/ant_gait_search.py with its defaults
 # (cross-entropy search over these 25 numbers for +x distance in 10 s from two start states).
 GAIT_OMEGA = 0.506
 GAIT_AMPLITUDE = np.array([0.35, 0.918, 0.649, 0.188, 0.257, 0.572, 0.978, 0.55])

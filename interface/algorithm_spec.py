@@ -10,6 +10,8 @@ from typing import Any
 from omegaconf import DictConfig
 from stable_baselines3.common.vec_env import VecEnv
 
+from util.model_protocol import owns_replay_buffer
+
 
 def _nothing_to_attach(model: Any, env: VecEnv) -> None:
     """Most models carry everything they need in their save file."""
@@ -38,10 +40,7 @@ class AlgorithmSpec:
         The episode that was running when the buffer was saved is dropped: training resumes with a fresh reset.
         """
         model = self.model_class(algorithm_cfg).load(path, env=env, device=device)
-        if replay_buffer is not None and replay_buffer.exists() and hasattr(model, "load_replay_buffer"):
+        if replay_buffer is not None and replay_buffer.exists() and owns_replay_buffer(model):
             model.load_replay_buffer(replay_buffer)
-            truncate = getattr(getattr(model, "replay_buffer", None), "truncate_last_trajectory", None)
-            if truncate is not None:
-                truncate()
         self.after_load(model, env)
         return model

@@ -15,10 +15,9 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import ideas_envs.register_envs  # noqa: F401  (registers our ids)
-from ideas_baselines.hac.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
-from ideas_baselines.sac import TrainWhileStepping
+from ideas_envs.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
 from util.errors import ConfigError
-from util.subproc_vec_env import GoalSubprocVecEnv
+from util.subproc_vec_env import GoalSubprocVecEnv, TrainWhileStepping
 
 # gymnasium-robotics prints a notice about Adroit v1 envs (which we do not use) to stderr on import;
 # keep stderr for our own one-line errors.

@@ -7,18 +7,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.vec_env import VecEnv
 
 from ideas_baselines.hac import HacSettings, HierarchicalActorCritic, build_layer_learner
-from ideas_baselines.sac import FusedSAC
 from interface.algorithm_spec import AlgorithmSpec
 from interface.envs import check_goal_env
 from interface.learner_config import her_buffer_kwargs, learner_kwargs
+from interface.learners import HAC_LAYER_CLASSES, LEARNERS
 from util.errors import ConfigError
-
-LAYER_LEARNERS = {"sac": FusedSAC, "td3": TD3, "ddpg": DDPG}
-LAYER_CLASSES = tuple(LAYER_LEARNERS)
 
 
 def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) -> HierarchicalActorCritic:
@@ -45,7 +41,7 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
         kwargs = learner_kwargs(algorithm_cfg, name, action_space, env.observation_space, overrides)
         kwargs["replay_buffer_kwargs"] = buffer_kwargs
         try:
-            learner = build_layer_learner(LAYER_LEARNERS[name], env.observation_space, action_space, kwargs, seed + index, device)
+            learner = build_layer_learner(LEARNERS[name].cls, env.observation_space, action_space, kwargs, seed + index, device)
         except TypeError as error:
             raise ConfigError("algorithm.learner", f"{name} rejected its settings: {error}") from None
         learners.append(learner)
@@ -104,10 +100,10 @@ def _check_reward_convention(env: VecEnv) -> None:
 def _layer_classes(algorithm_cfg: DictConfig) -> list[str]:
     classes = algorithm_cfg.get("layer_classes")
     if not OmegaConf.is_list(classes) or len(classes) == 0:
-        raise ConfigError("algorithm.layer_classes", f"must be a non-empty list, top layer first, got {classes!r}", LAYER_CLASSES)
+        raise ConfigError("algorithm.layer_classes", f"must be a non-empty list, top layer first, got {classes!r}", HAC_LAYER_CLASSES)
     for name in classes:
-        if name not in LAYER_CLASSES:
-            raise ConfigError("algorithm.layer_classes", f"unknown layer class {name!r}", LAYER_CLASSES)
+        if name not in HAC_LAYER_CLASSES:
+            raise ConfigError("algorithm.layer_classes", f"unknown layer class {name!r}", HAC_LAYER_CLASSES)
     return [str(name) for name in classes]
 
 

@@ -5,7 +5,7 @@ process with SIGKILL on reset, `nan_success` reports `is_success = NaN` (so the 
 `always_success` / `never_success` report `is_success` 1 / 0 at every step (a trial that early-stops on success
 after `early_stop_last_n` epochs / one that runs all its epochs),
 `sleep<seconds>` (e.g. `sleep10`) waits that long when the env is made: a trial that takes time but no CPU, for
-measuring a sweep's own parallelism on a busy machine (`experiment/benchmark_sweep_workers.py --trial sleep`).
+measuring a sweep's own parallelism on a busy machine (`experiment/benchmarks/benchmark_sweep_workers.py --trial sleep`).
 :func:`sweep_command` is a tiny `--multirun` over this env, as the sweeper tests start it.
 """
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiment.evaluate import evaluate_run, main, wilson_interval
+from experiment.saved_run import TEST_SEED_OFFSET
 from experiment.train import train
 from tests.conftest import TINY
 
@@ -33,14 +34,14 @@ def test_reproduces_the_runs_own_last_test(make_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(cfg, run_dir=run_dir)
     history = json.loads((run_dir / "checkpoint" / "state.json").read_text())["history"]
-    metrics = evaluate_run(run_dir, episodes=3, seed=cfg.seed + 10_000)
+    metrics = evaluate_run(run_dir, episodes=3, seed=cfg.seed + TEST_SEED_OFFSET)
     assert metrics["test/mean_reward"] == pytest.approx(history["test/mean_reward"][-1])
     assert metrics["test/ep_length"] == pytest.approx(history["test/ep_length"][-1])
     assert metrics["test/success_rate"] == pytest.approx(history["test/success_rate"][-1])
     assert metrics["env_steps"] == 200 and metrics["episodes"] == 3
     assert metrics["test/success_low"] <= metrics["test/success_rate"] <= metrics["test/success_high"]
     # The same seed gives the same episodes again; the default seed is the run's seed + 30000.
-    assert evaluate_run(run_dir, episodes=3, seed=cfg.seed + 10_000) == metrics
+    assert evaluate_run(run_dir, episodes=3, seed=cfg.seed + TEST_SEED_OFFSET) == metrics
     assert evaluate_run(run_dir, episodes=1)["seed"] == cfg.seed + 30_000
 
 

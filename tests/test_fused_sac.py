@@ -16,9 +16,9 @@ from torch.func import functional_call
 
 from ideas_baselines.her import HindsightReplayBuffer
 from ideas_baselines.her.hindsight_replay_buffer import FlatBatch
-from ideas_baselines.sac import FusedSAC, TrainWhileStepping, fused_sac
+from ideas_baselines.sac import FusedSAC, fused_sac
 from interface.envs import goal_functions, make_env, make_vec_env
-from util.subproc_vec_env import GoalSubprocVecEnv
+from util.subproc_vec_env import GoalSubprocVecEnv, TrainWhileStepping
 
 
 def _model(n_critics: int = 2, subprocess: bool = False, learning_starts: int = 100) -> FusedSAC:

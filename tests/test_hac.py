@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from experiment.train import train
 from ideas_baselines.hac import HierarchicalActorCritic
-from ideas_baselines.hac.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
+from ideas_envs.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
 from interface.algorithms import get_algorithm
 from interface.envs import goal_functions, make_vec_env
 from interface.hac import build_hac

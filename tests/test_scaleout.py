@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from experiment.benchmark_sweep_workers import LocalPostgres, free_port, postgres_bin_dir
+from experiment.benchmarks.benchmark_sweep_workers import LocalPostgres, free_port, postgres_bin_dir
 from experiment.cli import register_resolvers
 from hydra_plugins.ideas_optuna_sweeper._impl import OptunaSweep
 from hydra_plugins.ideas_optuna_sweeper._shared_study import trials_in_budget

@@ -11,6 +11,8 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from util.model_protocol import owns_replay_buffer
+
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -45,7 +47,7 @@ def save_checkpoint(run_dir: Path, model: BaseAlgorithm, env: VecEnv, state: dic
     staging.mkdir(parents=True)
     checkpoint = Checkpoint(staging, state)
     model.save(checkpoint.model)
-    if hasattr(model, "save_replay_buffer") and getattr(model, "replay_buffer", None) is not None:
+    if owns_replay_buffer(model):
         model.save_replay_buffer(checkpoint.replay_buffer)
     if isinstance(env, VecNormalize):
         env.save(str(checkpoint.normalization))

@@ -9,6 +9,8 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from util.model_protocol import EpisodicModel
+
 
 def info_success(info: dict[str, Any]) -> float | None:
     """The goal env's `is_success` flag in a step's info as 0.0/1.0 (bool, array or number), None if absent."""
@@ -40,9 +42,8 @@ def evaluate(model: BaseAlgorithm, train_env: VecEnv, eval_env: VecEnv, n_episod
         episode_return += float(reward[0])
         episode_length += 1
         if done[0]:
-            observe_end = getattr(model, "observe_episode_end", None)  # HAC judges its subgoals on it
-            if observe_end is not None and "terminal_observation" in infos[0]:
-                observe_end(infos[0]["terminal_observation"])
+            if isinstance(model, EpisodicModel) and "terminal_observation" in infos[0]:
+                model.observe_episode_end(infos[0]["terminal_observation"])  # HAC judges its subgoals on it
             returns.append(episode_return)
             lengths.append(episode_length)
             successes.append(info_success(infos[0]) or 0.0)

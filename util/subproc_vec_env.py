@@ -1,4 +1,5 @@
-"""A subprocess VecEnv for goal envs: the env steps in its own process, goal functions stay in this one."""
+"""A subprocess VecEnv for goal envs (the env steps in its own process, goal functions stay in this one), and the
+wrapper that lets a learner train while that process steps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3.common.vec_env import SubprocVecEnv
+import numpy as np
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 # Read from a local copy of the env: stateless functions HER and HAC call on whole batches (a round trip to the
 # subprocess per batch would cost more than the call) and static facts about the env.
@@ -63,3 +66,34 @@ class GoalSubprocVecEnv(SubprocVecEnv):
                 process.join()
             self.closed = True
         self.local_env.close()
+
+
+class TrainWhileStepping(VecEnvWrapper):
+    """Runs a hook between sending actions to the env and waiting for its answer.
+
+    Over an env that steps in another process (SB3's SubprocVecEnv), a learner that registers its pending
+    gradient steps as the hook trains on one core while the physics runs on the other. Without a hook this
+    wrapper changes nothing.
+    """
+
+    def __init__(self, venv: VecEnvWrapper | object) -> None:
+        super().__init__(venv)  # type: ignore[arg-type]
+        self.hook: Callable[[], None] | None = None
+
+    def set_hook(self, hook: Callable[[], None] | None) -> None:
+        """Register (or with None remove) what runs while the env steps."""
+        self.hook = hook
+
+    def reset(self) -> VecEnvObs:
+        """Reset every env (no hook)."""
+        return self.venv.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send the actions; the env starts computing."""
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Run the hook, then collect the env's answer."""
+        if self.hook is not None:
+            self.hook()
+        return self.venv.step_wait()

@@ -23,6 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from util.errors import ConfigError
+from util.model_protocol import EpisodicModel
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +157,11 @@ class TestEpisodeRecorder:
         done, episode_start = False, np.ones(1, dtype=bool)
         while not done:
             policy_input: Any = normalize(observation) if normalize is not None else observation
-            action, _ = model.predict(policy_input, episode_start=episode_start, deterministic=True)
+            # Acts as a batch of one env, as in training and testing, and steps the env with that env's action.
+            action, _ = model.predict(_batch_of_one(policy_input), episode_start=episode_start, deterministic=True)
             episode_start = np.zeros(1, dtype=bool)
             self.mark_subgoals(model)
-            observation, _, terminated, truncated, _ = self.env.step(action)
+            observation, _, terminated, truncated, _ = self.env.step(action[0])
             if capture:  # in display mode the env draws its window itself during step
                 frames.append(np.asarray(self.env.render()))
             done = bool(terminated or truncated)
@@ -180,12 +182,11 @@ class TestEpisodeRecorder:
         env draws itself) and gymnasium's MuJoCo renderer markers, which are dropped after each frame. Goals are
         drawn when they are 3-D positions (or several of them, as in Blocks); others are skipped.
         """
-        subgoals = getattr(model, "current_subgoals", None)
         renderer = getattr(self.env.unwrapped, "mujoco_renderer", None)
-        if not callable(subgoals) or renderer is None:
+        if not isinstance(model, EpisodicModel) or renderer is None:
             return
         viewer = renderer._get_viewer(self.env.render_mode)
-        for layer, goal in enumerate(subgoals()[:-1]):
+        for layer, goal in enumerate(model.current_subgoals()[:-1]):
             if goal.size % 3:
                 continue
             for position in np.reshape(goal, (-1, 3)):
@@ -208,3 +209,10 @@ class TestEpisodeRecorder:
         if renderer is not None:
             renderer._viewers.clear()
             renderer.viewer = None
+
+
+def _batch_of_one(observation: Any) -> Any:
+    """One env's observation (a dict of arrays or an array) as a batch of one, the shape a VecEnv returns."""
+    if isinstance(observation, dict):
+        return {key: np.asarray(value)[None] for key, value in observation.items()}
+    return np.asarray(observation)[None]

@@ -1,6 +1,6 @@
 """Cross-entropy search for the open-loop +x gait of the ants' scripted solver (ideas_envs/scripted_solvers.py).
 
-    python experiment/ant_gait_search.py [--iterations 25] [--population 48] [--seed 0]
+    python experiment/benchmarks/ant_gait_search.py [--iterations 25] [--population 48] [--seed 0]
 
 A gait is 25 numbers: per actuator (ant.xml order) offset + amplitude * sin(omega * step + phase), one omega for
 all. Each candidate walks ``--steps`` env steps of AntReacher-v1 from ``--starts`` reset seeds; its score is the

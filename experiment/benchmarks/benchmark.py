@@ -5,7 +5,7 @@ Both get the same protocol: seeds 0, 1, 2 (configurable), one torch thread, 10 d
 Every line a run prints is timestamped from the moment its process starts, so wall time includes start-up for
 both. RL Zoo lives in its own venv (`.venv-bench/`, created on first use); it is not a dependency of ours.
 
-    python experiment/benchmark.py [--seeds 0 1 2]     (or `make bench`)
+    python experiment/benchmarks/benchmark.py [--seeds 0 1 2]     (or `make bench`)
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from util.run_info import PROJECT_ROOT
+
 BENCH_VENV = PROJECT_ROOT / ".venv-bench"
 BENCH_PACKAGES = ["torch==2.13.0", "rl_zoo3==2.9.2", "mujoco==3.11.0", "gymnasium-robotics==1.4.2"]
 THRESHOLD = 0.9

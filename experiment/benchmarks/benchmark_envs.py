@@ -1,6 +1,6 @@
 """Benchmark: env steps per second of every ideas_envs id against its gymnasium-robotics peer, on one core.
 
-    python experiment/benchmark_envs.py [--steps 3000] [--rounds 6] [--solver-seeds 10] [--cpu 0] [--ids ID ...]
+    python experiment/benchmarks/benchmark_envs.py [--steps 3000] [--rounds 6] [--solver-seeds 10] [--cpu 0] [--ids ID ...]
 
 Steps each env (as `gym.make` builds it, time limit included) with seeded random actions, resetting at episode
 end, pinned to one CPU core, in chunks alternating with chunks of its peer (FetchPush-v4 for the Fetch-based envs,
@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 import gymnasium as gym
+
 import ideas_envs.register_envs  # noqa: F401  (registers our ids)
 from ideas_envs.ant_goal_env import AntGoalEnv
 from ideas_envs.fetch_goal_env import FetchGoalEnv

@@ -18,7 +18,7 @@ One sweep uses both cores (n_jobs=2, `env_subprocess=false`: one core per trial)
 the idle figure matters. MLflow goes to a sqlite file in the work dir, which is kept for a look; the same
 `--workdir` again reuses the sweeps that finished there.
 
-    python experiment/benchmark_sweep_compute.py [--space wide|default] [--seeds 0 1] [--trials 20]
+    python experiment/benchmarks/benchmark_sweep_compute.py [--space wide|default] [--seeds 0 1] [--trials 20]
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from util.run_info import PROJECT_ROOT
+
 COMMON = [
     "env=FetchReach-v4",
     "env_subprocess=false",  # n_jobs trials fill the cores; no env process beside each

@@ -11,7 +11,7 @@ Prints the trial table (trial, worker, state, duration) of each run, worker util
 (over the wall time from process start, and over the trial span from first trial start to last trial end), and
 the ratios two workers / one worker.
 
-    python experiment/benchmark_sweep_workers.py [--trial fetchreach|sleep] [--trials 8] [--storage URL]
+    python experiment/benchmarks/benchmark_sweep_workers.py [--trial fetchreach|sleep] [--trials 8] [--storage URL]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from util.run_info import PROJECT_ROOT
+
 COMMON = [
     "~search_space",
     "algorithm.learner.learning_rate=tag(log, interval(0.0003, 0.003))",

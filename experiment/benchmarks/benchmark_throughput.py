@@ -9,7 +9,7 @@ SB3's loop is stable-baselines3's SAC with its HerReplayBuffer on an in-process 
 in-process env). Prints env steps/s per run, medians and the ratio ours/SB3, then a profile (milliseconds per
 env step by part) of one run of each.
 
-    python experiment/benchmark_throughput.py [--seeds 0 1 2] [--steps 3000] [--n-critics 1]
+    python experiment/benchmarks/benchmark_throughput.py [--seeds 0 1 2] [--steps 3000] [--n-critics 1]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,13 +31,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 
 from experiment.cli import register_resolvers
-from experiment.train import _env_subprocess
+from experiment.saved_run import uses_env_subprocess
 from ideas_baselines.her import HindsightReplayBuffer
 from interface.algorithms import get_algorithm
 from interface.envs import goal_functions, make_vec_env
 from interface.learner_config import her_buffer_kwargs, learner_kwargs
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from util.run_info import PROJECT_ROOT
 
 ENV_ID = "FetchReach-v4"
 PARTS = (
@@ -63,7 +61,7 @@ def our_config(n_critics: int) -> DictConfig:
 def build_ours(cfg: DictConfig, seed: int) -> BaseAlgorithm:
     """The model `experiment/train.py` trains by default, on the env it would build."""
     spec = get_algorithm("her")
-    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True, subprocess=_env_subprocess(cfg, spec))
+    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True, subprocess=uses_env_subprocess(cfg, spec))
     return spec.build(cfg.algorithm, env, seed, "cpu")
 
 
@@ -211,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "(ours with env_subprocess: the env computes in its own process during the gradient step; 'env step' is"
         " what is left of it: sending the action, waiting, normalising)"
     )
-    print(f"\ncommand: python {shlex.join(['experiment/benchmark_throughput.py', *(argv or sys.argv[1:])])}")
+    print(f"\ncommand: python {shlex.join(['experiment/benchmarks/benchmark_throughput.py', *(argv or sys.argv[1:])])}")
     return 0
 
 

@@ -1,27 +1,58 @@
-"""Benchmark: env steps and wall seconds until 2-layer HAC first reaches a test success rate on FetchReach-v4.
+"""Threshold benchmark: env steps and wall time until each configuration first reaches a test success rate.
 
-    python experiment/benchmark_hac.py [--seeds 0 1 2] [--max-steps 15000] [--threshold 0.9] [override ...]
+    python experiment/benchmarks/threshold.py --group NAME OVERRIDE... [--group NAME2 OVERRIDE...]
+        [--common OVERRIDE...] [--seeds 0 1 2] [--threshold 0.9] [--eval-every N --max-steps N] [--full-budget]
+        [--final-episodes 100] [--workdir DIR] [--experiment NAME] [--plot docs/curves.png]
 
-Trains one seed after another (never two at once), in-process through `train(cfg)`, and prints per seed the
-env steps and wall seconds (training plus testing) at the first epoch whose `test/success_rate` reaches the
-threshold, then the medians. The issue's bar: >= 0.9 within 15,000 env steps in 2 of 3 seeds.
+Every group is a list of Hydra overrides of `experiment/train.py` (e.g. `--group her-sac +tuned=AntReacher-v1`),
+`--common` overrides apply to every group. For every seed it trains each group in turn (one run at a time,
+in-process through `train(cfg)`), with a deterministic test of `n_test_rollouts` episodes after every epoch,
+until the first test at or above `--threshold` (or, with `--full-budget`, to the end of the budget, for whole
+curves). `--eval-every`/`--max-steps` set the epoch length and the budget; without them the config's own
+(`eval_after_n_steps` x `n_epochs`, e.g. a preset's) apply. With `--final-episodes N` each run's final checkpoint
+is re-tested on N episodes (experiment/evaluate.py's protocol, with a 95% Wilson interval). It prints a per-seed
+table (first step at the threshold, wall seconds, final success, the test curve), the medians per group (a run
+that never reached the threshold counts as more than any budget) and, for two or more groups, the ratio of every
+group's median to the first group's. Runs log to `DIR/mlflow.db` with the tag `benchmark_group`, and `--plot`
+draws the groups' curves from there with experiment/plot.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import statistics
-import tempfile
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
+from experiment import plot
 from experiment.cli import CONF_DIR, register_resolvers
 from experiment.epoch_loop import EpochHook
+from experiment.evaluate import evaluate_run
 from experiment.train import train
+
+GROUP_TAG = "benchmark_group"
+
+
+@dataclass
+class ThresholdRun:
+    """One trained run: where the test curve first reached the threshold, and its final re-test."""
+
+    group: str
+    seed: int
+    run_dir: Path
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    reached_at: int | None = None
+    seconds_to_threshold: float | None = None
+    seconds: float = 0.0
+    final: dict[str, float] | None = None
 
 
 def train_to_threshold(
@@ -64,49 +95,139 @@ def train_to_threshold(
     return reached[0] if reached else (None, None)
 
 
-def first_success(
-    seed: int, max_steps: int, threshold: float, overrides: list[str], workdir: Path
-) -> tuple[int | None, float | None]:
-    """Train 2-layer HAC on FetchReach-v4 for one seed; (env steps, wall seconds) at the first test >= threshold."""
-    epoch_steps = 1000
-    fetch_reach = [
-        "env=FetchReach-v4",
-        "algorithm=hac",
-        "algorithm.time_scales=[5,-1]",
-        f"seed={seed}",
-        f"eval_after_n_steps={epoch_steps}",
-        f"n_epochs={max_steps // epoch_steps}",
-        "n_test_rollouts=10",
-    ]
-    return train_to_threshold([*fetch_reach, *overrides], threshold, workdir, "benchmark_hac", f"seed{seed}")
+def run_group_seed(group: str, overrides: list[str], seed: int, args: argparse.Namespace) -> ThresholdRun:
+    """Train one group's configuration for one seed, tag its MLflow run and optionally re-test its checkpoint."""
+    run = ThresholdRun(group, seed, args.workdir / f"{group}_seed{seed}")
+
+    def record(epoch: int, metrics: dict[str, float]) -> None:
+        run.curve.append((int(metrics["time/total_timesteps"]), float(metrics["test/success_rate"])))
+        print(f"  {group} seed {seed} steps {run.curve[-1][0]:>8} test/success_rate {run.curve[-1][1]:.2f}", flush=True)
+
+    started = time.perf_counter()
+    run.reached_at, run.seconds_to_threshold = train_to_threshold(
+        [*args.common, *overrides, *_budget(args), f"seed={seed}"],
+        args.threshold,
+        args.workdir,
+        args.experiment,
+        run.run_dir.name,
+        epoch_hooks=[record],
+        stop_at_threshold=not args.full_budget,
+    )
+    run.seconds = time.perf_counter() - started
+    _tag_group(args.workdir, run.run_dir, group)
+    if args.final_episodes > 0:
+        run.final = evaluate_run(run.run_dir, args.final_episodes)
+    return run
 
 
-def main() -> None:
-    """Run the seeds one after another and print the table and medians."""
+def _budget(args: argparse.Namespace) -> list[str]:
+    if args.eval_every is None:
+        return []
+    return [f"eval_after_n_steps={args.eval_every}", f"n_epochs={args.max_steps // args.eval_every}"]
+
+
+def _tag_group(workdir: Path, run_dir: Path, group: str) -> None:
+    """Tag the MLflow run written into `run_dir` with its group, which experiment/plot.py can group by."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    for found in client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], f"tags.run_dir = '{run_dir.resolve()}'"
+    ):
+        client.set_tag(found.info.run_id, GROUP_TAG, group)
+
+
+def median_steps(runs: list[ThresholdRun]) -> float:
+    """Median env steps to the threshold; a run that never reached it counts as infinitely many."""
+    return statistics.median(math.inf if r.reached_at is None else r.reached_at for r in runs)
+
+
+def report(runs: list[ThresholdRun], groups: list[str], args: argparse.Namespace) -> None:
+    """Print the per-seed table, the medians per group and their ratios to the first group."""
+    print(f"\n| group | seed | first test >= {args.threshold} (env steps) | wall s to it | final success | test curve |")
+    print("|---|---|---|---|---|---|")
+    for run in runs:
+        final = "-"
+        if run.final is not None:
+            final = (
+                f"{run.final['test/success_rate']:.2f} ({run.final['test/success_low']:.2f}-"
+                f"{run.final['test/success_high']:.2f}) at {int(run.final['env_steps'])}"
+            )
+        hit = "not reached" if run.reached_at is None else f"{run.reached_at}"
+        wall = "-" if run.seconds_to_threshold is None else f"{run.seconds_to_threshold:.0f}"
+        curve = " ".join(f"{success:.1f}" for _, success in run.curve)
+        print(f"| {run.group} | {run.seed} | {hit} | {wall} | {final} | {curve} |")
+    medians = {g: median_steps([r for r in runs if r.group == g]) for g in groups}
+    for group in groups:
+        mine = [r for r in runs if r.group == group]
+        reached = [r for r in mine if r.reached_at is not None]
+        shown = "not reached (most seeds missed)" if math.isinf(medians[group]) else f"{medians[group]:.0f} env steps"
+        walls = [r.seconds_to_threshold for r in reached if r.seconds_to_threshold is not None]
+        wall = f", median wall {statistics.median(walls):.0f} s over reaching seeds" if walls else ""
+        finals = [r.final["test/success_rate"] for r in mine if r.final is not None]
+        final = f", median final success {statistics.median(finals):.3f}" if finals else ""
+        print(f"{group}: reached in {len(reached)}/{len(mine)} seeds; median {shown}{wall}{final}")
+    first = groups[0]
+    for group in groups[1:]:
+        if math.isinf(medians[first]) or math.isinf(medians[group]):
+            print(f"ratio {group} / {first}: undefined (a median is beyond the budget)")
+        else:
+            print(f"ratio {group} / {first}: {medians[group] / medians[first]:.2f}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; `--group` may repeat and needs a name and at least one override."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--group", nargs="+", action="append", required=True, metavar="NAME OVERRIDE",
+        help="a configuration: its name, then Hydra overrides (repeatable)",
+    )
+    parser.add_argument("--common", nargs="*", default=[], help="Hydra overrides for every group")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-steps", type=int, default=15_000)
     parser.add_argument("--threshold", type=float, default=0.9)
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. algorithm.subgoal_test_perc=0.2")
-    args = parser.parse_args()
+    parser.add_argument("--eval-every", type=int, default=None, help="env steps per epoch (default: the config's)")
+    parser.add_argument("--max-steps", type=int, default=None, help="budget in env steps (with --eval-every)")
+    parser.add_argument("--full-budget", action="store_true", help="train for the whole budget, not to the threshold")
+    parser.add_argument("--final-episodes", type=int, default=0, help="re-test every final checkpoint on N episodes")
+    parser.add_argument("--workdir", type=Path, default=Path("data/benchmark_threshold"))
+    parser.add_argument("--experiment", default=f"threshold_{time.strftime('%Y%m%d_%H%M%S')}", help="MLflow experiment")
+    parser.add_argument("--plot", type=Path, default=None, help="draw every group's curve into this PNG (and PDF)")
+    parser.add_argument("--title", default=None, help="title of the plot")
+    args = parser.parse_args(argv)
+    names = [group[0] for group in args.group]
+    if len(set(names)) != len(names):
+        parser.error(f"--group names must differ, got {names}")
+    if (args.eval_every is None) != (args.max_steps is None):
+        parser.error("--eval-every and --max-steps go together")
+    args.workdir = args.workdir.resolve()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train every group for every seed, one run at a time, then print the comparison and draw the curves."""
+    args = parse_args(argv)
     register_resolvers()
-    results = []
-    with tempfile.TemporaryDirectory(prefix="benchmark_hac_") as tmp:
-        for seed in args.seeds:
-            steps, seconds = first_success(seed, args.max_steps, args.threshold, args.overrides, Path(tmp))
-            results.append((seed, steps, seconds))
-            shown = "not reached" if steps is None else f"{steps} env steps, {seconds:.0f} s"
-            print(f"seed {seed}: test/success_rate >= {args.threshold}: {shown}", flush=True)
-    hits = [(steps, seconds) for _, steps, seconds in results if steps is not None]
-    print(f"reached in {len(hits)}/{len(results)} seeds within {args.max_steps} env steps")
-    if hits:
-        print(
-            f"median over reaching seeds: {statistics.median(s for s, _ in hits):.0f} env steps, "
-            f"{statistics.median(w for _, w in hits):.0f} s"
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    groups = {group[0]: list(group[1:]) for group in args.group}
+    runs = []
+    for seed in args.seeds:
+        for group, overrides in groups.items():
+            run = run_group_seed(group, overrides, seed, args)
+            runs.append(run)
+            shown = "not reached" if run.reached_at is None else f"{run.reached_at} env steps"
+            print(f"{group} seed {seed}: test/success_rate >= {args.threshold}: {shown} ({run.seconds:.0f} s)")
+    report(runs, list(groups), args)
+    if args.plot is not None:
+        plot.main(
+            [
+                "--tracking-uri", f"sqlite:///{args.workdir / 'mlflow.db'}",
+                "--experiment", args.experiment,
+                "--group-by", GROUP_TAG,
+                "--title", args.title or f"first test >= {args.threshold}, seeds {' '.join(map(str, args.seeds))}",
+                "--out", str(args.plot),
+            ]
         )
-    command = " ".join(["python experiment/benchmark_hac.py", "--seeds", *map(str, args.seeds), *args.overrides])
-    print(f"reproduce: {command}")
+    print(f"reproduce: python experiment/benchmarks/threshold.py {shlex.join(argv if argv is not None else sys.argv[1:])}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

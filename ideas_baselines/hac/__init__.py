@@ -1,7 +1,6 @@
 """Hierarchical Actor-Critic (Levy et al., ICLR 2019) on SB3 off-policy learners."""
 
 from ideas_baselines.hac.hierarchical_actor_critic import (
-    LAYER_LEARNERS,
     HacSettings,
     HierarchicalActorCritic,
     LayerStats,
@@ -10,7 +9,6 @@ from ideas_baselines.hac.hierarchical_actor_critic import (
 from ideas_baselines.hac.subgoal_testing_buffer import SubgoalTestingBuffer
 
 __all__ = [
-    "LAYER_LEARNERS",
     "HacSettings",
     "HierarchicalActorCritic",
     "LayerStats",

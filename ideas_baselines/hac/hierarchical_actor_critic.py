@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import zipfile
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import DDPG, SAC, TD3
+from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
@@ -23,10 +24,10 @@ from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from ideas_baselines.hac.subgoal_testing_buffer import SubgoalTestingBuffer
-from ideas_baselines.sac import FusedSAC
 from util.evaluation import info_success
 
-LAYER_LEARNERS: dict[str, type[OffPolicyAlgorithm]] = {"FusedSAC": FusedSAC, "SAC": SAC, "TD3": TD3, "DDPG": DDPG}
+# Modules of the layer classes that saves name without a module.
+_BARE_CLASS_MODULES = {"FusedSAC": "ideas_baselines.sac.fused_sac"}
 
 Observation = dict[str, np.ndarray]
 
@@ -457,6 +458,9 @@ class HierarchicalActorCritic:
     ) -> tuple[np.ndarray, None]:
         """The env action for one env's observation, as the env returned it (normalised if it normalises).
 
+        As in SB3, a batched observation (of the one env) gets a batched action, an unbatched one an unbatched
+        action.
+
         The hierarchy's subgoals persist between calls, like a recurrent policy's state. A new episode starts
         when `episode_start[0]` is true or, without `episode_start` (SB3's evaluation does not pass it), when
         the desired goal changes or the env's step limit (the product of the time scales) was used up.
@@ -465,7 +469,9 @@ class HierarchicalActorCritic:
         episode's final observation if :meth:`observe_episode_end` is given it (our test rollouts do), else on
         the last observation predict() saw, one step before the end.
         """
-        raw = self._raw(observation)
+        goal_dims = len(self.env.observation_space["desired_goal"].shape)  # type: ignore[index]
+        batched = np.ndim(observation["desired_goal"]) > goal_dims
+        raw = self._raw(observation) if batched else self._raw_single(observation)
         if episode_start is not None:
             new_episode = bool(episode_start[0])
         else:
@@ -486,7 +492,7 @@ class HierarchicalActorCritic:
             except StopIteration:
                 action = self._start_test_run(raw, deterministic)
         self._test_steps += 1
-        return action[None], None
+        return (action[None] if batched else action), None
 
     def observe_episode_end(self, final_observation: Observation) -> None:
         """Close predict()'s episode on its final observation (one env's, unbatched, as the env returned it).
@@ -558,7 +564,12 @@ class HierarchicalActorCritic:
         buffer = self._buffer(index)
         if buffer.n_complete_transitions() == 0:
             return None
-        batch = buffer.sample(batch_size, env=self._vec_normalize)
+        # Sampling draws from numpy's global generator, which training uses too: measuring must not move it.
+        training_rng = np.random.get_state()
+        try:
+            batch = buffer.sample(batch_size, env=self._vec_normalize)
+        finally:
+            np.random.set_state(training_rng)
         with th.no_grad():
             q_values = learner.critic(batch.observations, batch.actions)  # type: ignore[attr-defined]
         return float(q_values[0].mean())
@@ -570,7 +581,7 @@ class HierarchicalActorCritic:
         with zipfile.ZipFile(path, "w") as archive:
             meta = {
                 "settings": asdict(self.settings),
-                "learners": [type(learner).__name__ for learner in self.learners],
+                "learners": [f"{type(learner).__module__}:{type(learner).__qualname__}" for learner in self.learners],
                 "num_timesteps": self.num_timesteps,
             }
             archive.writestr("hac.json", json.dumps(meta, indent=1))
@@ -585,7 +596,7 @@ class HierarchicalActorCritic:
         with zipfile.ZipFile(path) as archive:
             meta = json.loads(archive.read("hac.json"))
             learners = [
-                LAYER_LEARNERS[name].load(io.BytesIO(archive.read(f"layer{index}.zip")), device=device)
+                _learner_class(name).load(io.BytesIO(archive.read(f"layer{index}.zip")), device=device)
                 for index, name in enumerate(meta["learners"])
             ]
         return cls(env, learners, HacSettings(**meta["settings"]), num_timesteps=meta["num_timesteps"])
@@ -627,6 +638,14 @@ def build_layer_learner(
     learner.n_envs = 1
     learner._setup_model()
     return learner  # type: ignore[return-value]
+
+
+def _learner_class(name: str) -> type[OffPolicyAlgorithm]:
+    """A layer's learner class from its saved `module:Class` (a bare class name: FusedSAC or one of SB3's)."""
+    module, _, class_name = name.rpartition(":")
+    if not module:
+        module = _BARE_CLASS_MODULES.get(class_name, "stable_baselines3")
+    return getattr(importlib.import_module(module), class_name)
 
 
 def _bound_q_targets(learner: OffPolicyAlgorithm, bound: float) -> None:

@@ -1,6 +1,5 @@
-"""SAC with a fused gradient step, and the env wrapper that overlaps it with the env step."""
+"""SAC with a fused gradient step that can overlap the env step of a subprocess env."""
 
 from ideas_baselines.sac.fused_sac import FusedSAC
-from ideas_baselines.sac.overlap import TrainWhileStepping
 
-__all__ = ["FusedSAC", "TrainWhileStepping"]
+__all__ = ["FusedSAC"]

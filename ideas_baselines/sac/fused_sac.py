@@ -16,7 +16,7 @@ from torch.optim.adam import adam as functional_adam
 
 from ideas_baselines.her.hindsight_replay_buffer import FlatBatch, HindsightReplayBuffer
 from ideas_baselines.sac.lean_networks import Layer, LeanNetworks, lean_networks
-from ideas_baselines.sac.overlap import TrainWhileStepping
+from util.subproc_vec_env import TrainWhileStepping
 
 
 def _skip_unchanged_mode_switches(policy: nn.Module) -> None:

@@ -1,0 +1,86 @@
+"""A run's envs as its config builds them, and a saved run restored from its directory.
+
+Training (`experiment/train.py`, also when it resumes with `restore_from`) and re-testing
+(`experiment/evaluate.py`) both build envs, restore observation statistics and load checkpoints here, so a re-test
+cannot drift from how the run itself was built and tested.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from interface.algorithm_spec import AlgorithmSpec
+from interface.algorithms import overlaps_env_step
+from interface.envs import make_vec_env
+from util.checkpoint import Checkpoint, find_checkpoint
+from util.errors import ConfigError
+
+# Env seeds of a run, as offsets from its `seed`: training uses the seed itself; the test env, the video env
+# and a re-test each get their own episodes.
+TEST_SEED_OFFSET = 10_000
+VIDEO_SEED_OFFSET = 20_000
+RETEST_SEED_OFFSET = 30_000
+CONFIG_FILE = "config.yaml"
+
+
+def load_run_config(run_dir: Path, key: str = "run_dir") -> DictConfig:
+    """The resolved config a run saved in `<run_dir>/config.yaml`; ConfigError under `key` if there is none."""
+    if not run_dir.is_dir():
+        raise ConfigError(key, f"no such directory: {run_dir}")
+    config = run_dir / CONFIG_FILE
+    if not config.is_file():
+        raise ConfigError(key, f"{run_dir} has no {CONFIG_FILE} (not a run directory of experiment/train.py)")
+    cfg = OmegaConf.load(config)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def require_checkpoint(run_dir: Path, key: str = "run_dir") -> Checkpoint:
+    """The run's complete checkpoint; ConfigError under `key` if it has none."""
+    checkpoint = find_checkpoint(run_dir)
+    if checkpoint is None:
+        raise ConfigError(key, f"no complete checkpoint/ in run directory {run_dir}")
+    return checkpoint
+
+
+def uses_env_subprocess(cfg: DictConfig, spec: AlgorithmSpec) -> bool:
+    """`env_subprocess`: auto = when the learner can train while the env steps and a second core exists."""
+    if cfg.env_subprocess == "auto":
+        return overlaps_env_step(spec, cfg.algorithm) and len(os.sched_getaffinity(0)) >= 2
+    return bool(cfg.env_subprocess)
+
+
+def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = False) -> VecEnv:
+    """One vectorised env of a run as its config asks: `env_kwargs`, and observation normalisation if the
+    algorithm's `normalize_obs` is on: the training env, the test env and experiment/evaluate.py's env."""
+    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
+    normalize = bool(cfg.algorithm.get("normalize_obs", False))
+    return make_vec_env(env_id, env_kwargs, seed, normalize_obs=normalize, subprocess=subprocess)  # type: ignore[arg-type]
+
+
+def restore_normalization(env: VecEnv, checkpoint: Checkpoint, required: bool) -> VecEnv:
+    """`env` with the checkpoint's observation statistics if it normalises observations.
+
+    A run that normalises saves the statistics with every checkpoint; `required` makes their absence an error
+    (a re-test would otherwise act on unnormalised inputs), else the env keeps fresh statistics.
+    """
+    if not isinstance(env, VecNormalize):
+        return env
+    if not checkpoint.normalization.exists():
+        if required:
+            raise ConfigError("run_dir", f"{checkpoint.normalization} is missing (the run normalised observations)")
+        return env
+    return VecNormalize.load(str(checkpoint.normalization), env.venv)
+
+
+def load_model(
+    cfg: DictConfig, spec: AlgorithmSpec, checkpoint: Checkpoint, env: VecEnv, with_replay_buffer: bool
+) -> Any:
+    """The checkpoint's model bound to `env`, with its replay buffer when training resumes."""
+    buffer = checkpoint.replay_buffer if with_replay_buffer else None
+    return spec.load(cfg.algorithm, checkpoint.model, env, str(cfg.get("device", "auto")), buffer)
