@@ -18,6 +18,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from util.callbacks import EpisodeStatsCallback, ProgressBar
 from util.checkpoint import save_checkpoint
 from util.evaluation import evaluate
+from util.interrupts import StopBetweenSteps
 from util.mlflow_logger import MlflowMetricsWriter, MlflowRun
 from util.model_protocol import EpisodicModel
 from util.video import TestEpisodeRecorder
@@ -84,6 +85,7 @@ class EpochLoop:
         state: LoopState,
         epoch_hooks: list[EpochHook] | None = None,
         recorder: TestEpisodeRecorder | None = None,
+        stop: StopBetweenSteps | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -95,6 +97,7 @@ class EpochLoop:
         self.epoch_hooks = epoch_hooks or []
         self.ended_by_hook = False
         self.recorder = recorder
+        self.stop = stop or StopBetweenSteps()
         self.episode_stats = EpisodeStatsCallback()
         self.sb3_writer = MlflowMetricsWriter()
         model.set_logger(Logger(folder=None, output_formats=[self.sb3_writer]))
@@ -109,7 +112,7 @@ class EpochLoop:
         cfg = self.cfg
         total = cfg.n_epochs * cfg.eval_after_n_steps
         with ProgressBar(total, self.model.num_timesteps, enabled=cfg.progress_bar) as bar:
-            callbacks = [self.episode_stats, bar.callback()]
+            callbacks = [self.episode_stats, bar.callback(), self.stop.callback()]
             while self.state.epoch < cfg.n_epochs and not self.state.early_stopped and not self.ended_by_hook:
                 metrics = self._one_epoch(callbacks)
                 bar.update(self.model.num_timesteps, metrics.get("test/success_rate"))
@@ -161,4 +164,5 @@ class EpochLoop:
         if any(ends) and not last_epoch:
             log.info("epoch hook: training ends after epoch %d (a sweep's learned epoch cap)", self.state.epoch)
             self.ended_by_hook = True
+        self.stop.check()  # a signal during testing or recording stops here, with the epoch complete
         return metrics

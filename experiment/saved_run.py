@@ -8,9 +8,11 @@ cannot drift from how the run itself was built and tested.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -19,6 +21,7 @@ from interface.algorithms import overlaps_env_step
 from interface.envs import make_vec_env
 from util.checkpoint import Checkpoint, find_checkpoint
 from util.errors import ConfigError
+from util.run_info import flatten
 
 # Env seeds of a run, as offsets from its `seed`: training uses the seed itself; the test env, the video env
 # and a re-test each get their own episodes.
@@ -26,6 +29,16 @@ TEST_SEED_OFFSET = 10_000
 VIDEO_SEED_OFFSET = 20_000
 RETEST_SEED_OFFSET = 30_000
 CONFIG_FILE = "config.yaml"
+# What a resumed run may change: how long and how it goes on, and where it logs; not what or how it learns.
+RESUMABLE_KEYS = frozenset(
+    {
+        "n_epochs", "n_test_rollouts", "early_stop_data_column", "early_stop_threshold", "early_stop_last_n",
+        "render_test", "render_freq", "base_logdir", "save_model_freq", "restore_from", "device", "torch_threads",
+        "env_subprocess", "progress_bar", "mlflow", "comet", "search_space",
+    }
+)
+# Group options on the command line stand for the whole group; these keys tell which option a saved run used.
+GROUP_KEYS = {"algorithm": "algorithm.name"}
 
 
 def load_run_config(run_dir: Path, key: str = "run_dir") -> DictConfig:
@@ -38,6 +51,51 @@ def load_run_config(run_dir: Path, key: str = "run_dir") -> DictConfig:
     cfg = OmegaConf.load(config)
     assert isinstance(cfg, DictConfig)
     return cfg
+
+
+def resume_config(current: DictConfig, overrides: Sequence[str] | None) -> DictConfig:
+    """The config of the run that `current.restore_from` names, with the command line's resumable keys on top.
+
+    A resumed run goes on as it was configured: env, algorithm and every learner setting, seed and epoch length
+    come from its saved config, whatever today's defaults are. Of the keys that `overrides` (the command line's
+    Hydra overrides) name, those in RESUMABLE_KEYS are taken from `current` (e.g. a larger `n_epochs`); any
+    other one that differs from the saved value raises ConfigError: that would be a different run. Without
+    `overrides` (a config composed by a caller in-process) every resumable key is taken from `current`.
+    """
+    saved = load_run_config(Path(current.restore_from), "restore_from")
+    resumed = saved.copy()
+    resumed.restore_from = current.restore_from
+    keys = sorted(RESUMABLE_KEYS & set(current.keys())) if overrides is None else _override_keys(overrides)
+    for key in keys:
+        if key.split(".")[0] in RESUMABLE_KEYS:
+            OmegaConf.update(resumed, key, OmegaConf.select(current, key), merge=False)
+            continue
+        compared = [GROUP_KEYS.get(key, key)] if key != "tuned" else _fixed_leaves(current)
+        for leaf in compared:
+            wanted, kept = OmegaConf.select(current, leaf), OmegaConf.select(saved, leaf)
+            if _plain(wanted) != _plain(kept):
+                raise ConfigError(
+                    leaf,
+                    f"{_plain(wanted)!r} conflicts with the run being resumed ({_plain(kept)!r}); restore_from goes "
+                    f"on with that run's own config: leave {key} out, or start a new run",
+                )
+    return resumed
+
+
+def _override_keys(overrides: Sequence[str]) -> list[str]:
+    """The config keys (or groups) that Hydra override strings set, without Hydra's own `hydra.*`."""
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
+    return [o.key_or_group for o in parsed if not o.is_hydra_override()]
+
+
+def _fixed_leaves(cfg: DictConfig) -> list[str]:
+    """Every dotted leaf key of `cfg` outside RESUMABLE_KEYS (what a preset may set that a resume must keep)."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return [key for key in flat if key.split(".")[0] not in RESUMABLE_KEYS]
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def require_checkpoint(run_dir: Path, key: str = "run_dir") -> Checkpoint:

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import hydra
@@ -34,6 +31,7 @@ from experiment.saved_run import (
     make_run_env,
     require_checkpoint,
     restore_normalization,
+    resume_config,
     uses_env_subprocess,
 )
 from experiment.validation import validate_config
@@ -43,6 +41,7 @@ from interface.envs import make_env, resolve_env_id
 from util.checkpoint import Checkpoint
 from util.comet_logger import MirroredRun
 from util.errors import ConfigError, TrainingStopped
+from util.interrupts import StopBetweenSteps
 from util.mlflow_logger import MlflowRun
 from util.run_info import flatten, git_short_hash
 from util.video import FRAME_SIZE, GYM_RENDER_MODES, TestEpisodeRecorder, select_gl_backend
@@ -50,7 +49,12 @@ from util.video import FRAME_SIZE, GYM_RENDER_MODES, TestEpisodeRecorder, select
 log = logging.getLogger("experiment.train")
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochHook] | None = None) -> float:
+def train(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    epoch_hooks: list[EpochHook] | None = None,
+    overrides: Sequence[str] | None = None,
+) -> float:
     """Train the configured algorithm on the configured env and return the sweep objective `hyperopt/score`.
 
     Raises ConfigError (before anything is written) for bad config or input. On KeyboardInterrupt, SIGTERM or a
@@ -61,11 +65,17 @@ def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochH
     :param run_dir: Where the run writes; default: Hydra's run dir, or a fresh
         `<base_logdir>/<git hash>/<env>/<timestamp>` outside Hydra.
     :param epoch_hooks: Called after every epoch with (epoch, metrics), e.g. by a sweep to report progress.
+    :param overrides: The Hydra overrides `cfg` was composed with (default: Hydra's task overrides when run by
+        Hydra, else unknown). With `restore_from` they decide what the resumed run may change (see
+        `experiment.saved_run.resume_config`).
     """
+    checkpoint = None
+    if cfg.restore_from is not None:
+        checkpoint = require_checkpoint(Path(cfg.restore_from), "restore_from")
+        cfg = resume_config(cfg, overrides if overrides is not None else _hydra_overrides())
     validate_config(cfg)
     env_id = resolve_env_id(cfg.env)
     spec = get_algorithm(cfg.algorithm.name)
-    checkpoint = None if cfg.restore_from is None else require_checkpoint(Path(cfg.restore_from), "restore_from")
     torch.set_num_threads(cfg.torch_threads)
     set_random_seed(cfg.seed)
     train_env, eval_env = _make_envs(cfg, env_id, checkpoint, uses_env_subprocess(cfg, spec))
@@ -80,6 +90,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None, epoch_hooks: list[EpochH
         eval_env.close()
         if recorder is not None:
             recorder.close()
+
+
+def _hydra_overrides() -> list[str] | None:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def _make_envs(
@@ -151,23 +165,6 @@ def _log_file(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so a scheduler's kill checkpoints like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _train_in_run_dir(
     cfg: DictConfig,
     model: Any,
@@ -189,11 +186,18 @@ def _train_in_run_dir(
     run = MirroredRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, run_dir.name, tags, cfg.comet.mode, run_dir)
     state = LoopState.from_json(checkpoint.state) if checkpoint is not None else LoopState()
     state.early_stopped = False
-    loop = EpochLoop(cfg, model, train_env, eval_env, run, run_dir, state, epoch_hooks, recorder)
-    with _log_file(run_dir), _sigterm_as_interrupt():
+    # A scheduler's SIGTERM checkpoints like Ctrl-C; both take effect between env steps.
+    stop = StopBetweenSteps()
+    loop = EpochLoop(cfg, model, train_env, eval_env, run, run_dir, state, epoch_hooks, recorder, stop)
+    with _log_file(run_dir), stop:
         try:
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
             log.info("run %s in %s", run.run_id, run_dir)
+            if checkpoint is not None:
+                log.info(
+                    "resumed %s from %s at %d env steps, epoch %d",
+                    cfg.restore_from, checkpoint.folder.name, model.num_timesteps, state.epoch,
+                )
             loop.run_epochs()
             loop.checkpoint()
             history = state.history.get(cfg.early_stop_data_column, [])

@@ -14,6 +14,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from util.model_protocol import owns_replay_buffer
 
 CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ class Checkpoint:
 def save_checkpoint(run_dir: Path, model: BaseAlgorithm, env: VecEnv, state: dict[str, Any]) -> Checkpoint:
     """Write a complete checkpoint next to (then in place of) the previous one, so a crash never leaves half.
 
-    `state` must be JSON-serialisable (epoch, env steps, metric history).
+    The parts go to `checkpoint.partial/`, its `state.json` last (itself written to a temporary name and
+    renamed, so its presence means the folder is complete); then `checkpoint/` becomes `checkpoint.old/` and
+    the new one takes its name. A kill at any instant leaves a complete checkpoint that :func:`find_checkpoint`
+    finds. `state` must be JSON-serialisable (epoch, env steps, metric history).
     """
     final = run_dir / CHECKPOINT_DIR
     staging = run_dir / (CHECKPOINT_DIR + ".partial")
@@ -51,7 +55,9 @@ def save_checkpoint(run_dir: Path, model: BaseAlgorithm, env: VecEnv, state: dic
         model.save_replay_buffer(checkpoint.replay_buffer)
     if isinstance(env, VecNormalize):
         env.save(str(checkpoint.normalization))
-    (staging / "state.json").write_text(json.dumps(state, indent=1))
+    state_file = staging / STATE_FILE
+    state_file.with_suffix(".tmp").write_text(json.dumps(state, indent=1))
+    state_file.with_suffix(".tmp").rename(state_file)
     previous = run_dir / (CHECKPOINT_DIR + ".old")
     if final.exists():
         final.rename(previous)
@@ -61,9 +67,13 @@ def save_checkpoint(run_dir: Path, model: BaseAlgorithm, env: VecEnv, state: dic
 
 
 def find_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The checkpoint of a run directory, or None if it has no complete one."""
-    folder = run_dir / CHECKPOINT_DIR
-    state_file = folder / "state.json"
-    if not state_file.exists():
-        return None
-    return Checkpoint(folder, json.loads(state_file.read_text()))
+    """The newest complete checkpoint of a run directory, or None if it has none.
+
+    Normally `checkpoint/`; after a kill during :func:`save_checkpoint`'s renames, the complete
+    `checkpoint.partial/` (newer) or `checkpoint.old/`.
+    """
+    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".partial", CHECKPOINT_DIR + ".old"):
+        state_file = run_dir / name / STATE_FILE
+        if state_file.exists():
+            return Checkpoint(run_dir / name, json.loads(state_file.read_text()))
+    return None
