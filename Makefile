@@ -6,7 +6,7 @@ PYTHON  := $(VENV)/bin/python
 ARGS    ?=
 JOBS    ?= 2
 
-.PHONY: setup setup-dev train test test-slow test-function bench clean
+.PHONY: setup setup-dev train test test-slow test-function bench docs clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# The docs tools only (no runtime requirements): `make docs` works before `make setup`.
+$(VENV)/.installed-docs: pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install --quiet -e ".[docs]"
+	@touch $@
+
 setup: $(VENV)/.installed
 
 setup-dev: $(VENV)/.installed-dev
@@ -55,5 +60,9 @@ bench: setup
 	$(PYTHON) experiment/benchmarks/benchmark.py
 	$(PYTHON) experiment/benchmarks/benchmark_throughput.py
 
+# The documentation site from docs/ into site/; --strict turns a broken link, a missing page or snippet into a failure.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .venv-bench data outputs multirun testing mlflow.db .pytest_cache test_cmds.txt
+	rm -rf $(VENV) .venv-bench data outputs multirun testing mlflow.db .pytest_cache test_cmds.txt site
