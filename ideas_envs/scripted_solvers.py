@@ -1,7 +1,7 @@
 """Scripted solvers for our goal envs, written from each env's own state (not learned).
 
 They prove that a task is solvable within its episode limit and that its success test fires (tests/), and give
-the success rates in the README's env table (experiment/benchmarks/benchmark_envs.py). The ants walk with an open-loop gait
+the success rates in docs/results/environments.md (experiment/benchmarks/benchmark_envs.py). The ants walk with an open-loop gait
 steered by picking one of its four turned copies (``AntGaitWalker``); ``TorsoDriver`` instead pushes the torso with
 an external force, which proves that goals are reachable in time whatever the gait.
 """

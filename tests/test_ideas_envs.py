@@ -104,7 +104,7 @@ def test_batched_reward_matches_per_sample_and_success(env_id: str) -> None:
     + [pytest.param(env_id, 10, 8, marks=pytest.mark.slow, id=f"{env_id}-10seeds") for env_id in BLOCKS_IDS],
 )
 def test_scripted_controller_solves_blocks(env_id: str, n_seeds: int, min_successes: int) -> None:
-    """Most seeds succeed: 3 of 4 in the quick suite, 8 of 10 (the issue's bar) with `-m slow`."""
+    """Most seeds succeed: 3 of 4 in the quick suite, 8 of 10 (the bar) with `-m slow`."""
     successes = sum(scripted_success(env_id, seed) for seed in range(n_seeds))
     assert successes >= min_successes, f"{successes}/{n_seeds} scripted episodes succeeded"
 

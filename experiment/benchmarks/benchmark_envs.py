@@ -6,7 +6,7 @@ Steps each env (as `gym.make` builds it, time limit included) with seeded random
 end, pinned to one CPU core, in chunks alternating with chunks of its peer (FetchPush-v4 for the Fetch-based envs,
 AntMaze_UMaze-v5 for the ants) so that other load on the machine slows both alike; ratio = ours / peer's. Also
 runs each env's scripted solver (ideas_envs.scripted_solvers) on --solver-seeds seeds. Prints a Markdown table and
-the command; exits 1 if an env steps at less than 0.7 of its peer's rate (issue 5's bar).
+the command; exits 1 if an env steps at less than 0.7 of its peer's rate.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class Ant4RoomsEnv(AntGoalEnv):
     - Rendering: a translucent red disc of 0.5 m radius marks the goal.
     - Versions: v1, first version on the official ``mujoco`` bindings and gymnasium's ``ant.xml``
       (ideas_deep_rl2's Ant4Rooms ran on mujoco-py); v1 keeps that id. Version history: the first v1 kept
-      ``ant.xml``'s gear-150 motors and 10 ms steps (0.05 s per env step); since 2026-11-29 v1 has the
+      ``ant.xml``'s gear-150 motors and 10 ms steps (0.05 s per env step); v1 now has the
       original scenes' gear 16 and 20 ms steps (0.1 s per env step, see ``AntGoalEnv``).
 
     Constructor parameters (``reward_type``, ``distance_threshold``, rendering): see ``AntGoalEnv``.

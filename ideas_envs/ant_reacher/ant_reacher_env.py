@@ -28,9 +28,9 @@ class AntReacherEnv(AntGoalEnv):
     - Rendering: a translucent red disc of 0.5 m radius marks the goal.
     - Versions: v1, first version on the official ``mujoco`` bindings and gymnasium's ``ant.xml``
       (ideas_deep_rl2's AntReacher ran on mujoco-py); v1 keeps that id. Version history: the first v1 kept
-      ``ant.xml``'s gear-150 motors and 10 ms steps (0.05 s per env step), which flipped the ant under random
-      actions in 6 of 6 episodes; since 2026-11-29 v1 has the original scene's gear 16 and 20 ms steps (0.1 s
-      per env step, see ``AntGoalEnv``), under which random actions flipped it in 0 of 6.
+      ``ant.xml``'s gear-150 motors and 10 ms steps (0.05 s per env step), under which random actions flip the
+      ant onto its back; v1 now has the original scene's gear 16 and 20 ms steps (0.1 s per env step, see
+      ``AntGoalEnv``), under which they do not (docs/results/environments.md has the measurements).
 
     Constructor parameters (``reward_type``, ``distance_threshold``, rendering): see ``AntGoalEnv``.
     """
