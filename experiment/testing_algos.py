@@ -63,13 +63,18 @@ TESTING_ALGOS: dict[str, AlgorithmUnderTest] = {
     "her-td3": AlgorithmUnderTest((*HER, "algorithm.model_class=td3"), (CONTINUOUS,)),
     "her-ddpg": AlgorithmUnderTest((*HER, "algorithm.model_class=ddpg"), (CONTINUOUS,)),
     "her-dqn": AlgorithmUnderTest((*HER, "algorithm.model_class=dqn"), (DISCRETE,)),
+    "her-tqc": AlgorithmUnderTest((*HER, "algorithm.model_class=tqc"), (CONTINUOUS,)),
     "sac": AlgorithmUnderTest(("algorithm=sac",), (CONTINUOUS,)),
     "td3": AlgorithmUnderTest(("algorithm=td3",), (CONTINUOUS,)),
     "ddpg": AlgorithmUnderTest(("algorithm=ddpg",), (CONTINUOUS,)),
     "dqn": AlgorithmUnderTest(("algorithm=dqn",), (DISCRETE,)),
+    "tqc": AlgorithmUnderTest(("algorithm=tqc",), (CONTINUOUS,)),
     "hac": AlgorithmUnderTest(("algorithm=hac",), (CONTINUOUS,), not_on=HAC_NOT_ON),
     "hac-td3": AlgorithmUnderTest(
         ("algorithm=hac", "algorithm.layer_classes=[td3,ddpg]"), (CONTINUOUS,), not_on=HAC_NOT_ON
+    ),
+    "hac-tqc": AlgorithmUnderTest(
+        ("algorithm=hac", "algorithm.layer_classes=[tqc,tqc]"), (CONTINUOUS,), not_on=HAC_NOT_ON
     ),
     "ppo": AlgorithmUnderTest(
         ("algorithm=ppo",), (CONTINUOUS, DISCRETE), ("algorithm.learner.n_steps=64", "algorithm.learner.batch_size=32")

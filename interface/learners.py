@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gymnasium import spaces
+from sb3_contrib import TQC
 from stable_baselines3 import DDPG, DQN, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -46,6 +47,7 @@ LEARNERS: dict[str, Learner] = {
         Learner("ddpg", DDPG, (spaces.Box,), replay_buffer=True, hac_layer=True),
         Learner("dqn", DQN, (spaces.Discrete,), replay_buffer=True),
         Learner("ppo", PPO, (spaces.Box, spaces.Discrete), replay_buffer=False),
+        Learner("tqc", TQC, (spaces.Box,), replay_buffer=True, hac_layer=True),
     )
 }
 HER_MODEL_CLASSES = tuple(name for name, learner in LEARNERS.items() if learner.replay_buffer)

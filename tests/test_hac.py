@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -248,9 +249,11 @@ def test_test_sub_episodes_are_judged_on_the_final_observation_of_the_episode(ma
     assert first_step_then_end(model, tell_end=False)["test_layer1/success_rate"] == 0.0  # judged on cell 0
 
 
-def test_save_load_round_trip_gives_identical_actions(make_cfg, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layers", ["[sac,sac]", "[tqc,tqc]", "[td3,ddpg]"])
+def test_save_load_round_trip_gives_identical_actions(layers: str, make_cfg, tmp_path: Path) -> None:
     model = _hac_on_chain(
-        make_cfg, "algorithm.learner.learning_starts=10", "algorithm.learner.batch_size=16", "algorithm.learner.buffer_size=1000"
+        make_cfg, f"algorithm.layer_classes={layers}", "algorithm.learner.learning_starts=10",
+        "algorithm.learner.batch_size=16", "algorithm.learner.buffer_size=1000",
     )
     model.learn(60)
     path = tmp_path / "hac.zip"
@@ -271,6 +274,44 @@ def test_save_load_round_trip_gives_identical_actions(make_cfg, tmp_path: Path) 
         second, _ = loaded.predict(obs, episode_start=start, deterministic=True)
         np.testing.assert_array_equal(first, second)
     loaded.learn(10, reset_num_timesteps=False)  # the restored buffers train
+
+
+def test_tqc_layers_bound_their_target_quantiles_and_report_q_mean(make_cfg) -> None:
+    model = _hac_on_chain(
+        make_cfg, "algorithm.layer_classes=[tqc,tqc]", "algorithm.learner.learning_starts=10",
+        "algorithm.learner.batch_size=16", "algorithm.learner.buffer_size=1000",
+    )
+    model.learn(60)
+    for index, learner in enumerate(model.learners):
+        batch = model.replay_buffer[index].sample(16)
+        with th.no_grad():
+            quantiles = learner.critic_target(batch.observations, batch.actions)
+        assert quantiles.shape[1:] == (2, 25)
+        assert float(quantiles.max()) <= 0.0 and float(quantiles.min()) >= -model.settings.time_scales[index]
+    metrics = model.epoch_metrics()
+    assert {"train_layer0/q_mean", "train_layer1/q_mean"} <= set(metrics)
+
+
+def test_measuring_q_mean_does_not_draw_from_the_training_random_numbers(make_cfg) -> None:
+    model = _hac_on_chain(make_cfg, "algorithm.learner.learning_starts=10", "algorithm.learner.batch_size=16")
+    model.learn(30)
+    np.random.seed(7)
+    expected = np.random.random()
+    np.random.seed(7)
+    assert "train_layer0/q_mean" in model.epoch_metrics()
+    assert np.random.random() == expected
+
+
+def test_predict_answers_an_unbatched_observation_with_an_unbatched_action(make_cfg) -> None:
+    model = _hac_on_chain(make_cfg)
+    cell = np.array([2.0], dtype=np.float32)
+    obs = {"observation": cell, "achieved_goal": cell.copy(), "desired_goal": np.array([7.0], dtype=np.float32)}
+    single, _ = model.predict(obs, episode_start=np.ones(1, dtype=bool), deterministic=True)
+    batched, _ = model.predict(
+        {key: value[None] for key, value in obs.items()}, episode_start=np.ones(1, dtype=bool), deterministic=True
+    )
+    assert single.shape == model.env.action_space.shape and batched.shape == (1, *model.env.action_space.shape)
+    np.testing.assert_array_equal(single, batched[0])
 
 
 def test_one_layer_is_flat_her(make_cfg) -> None:

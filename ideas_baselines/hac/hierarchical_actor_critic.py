@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import io
 import json
 import zipfile
@@ -15,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
@@ -572,7 +572,9 @@ class HierarchicalActorCritic:
             np.random.set_state(training_rng)
         with th.no_grad():
             q_values = learner.critic(batch.observations, batch.actions)  # type: ignore[attr-defined]
-        return float(q_values[0].mean())
+        # The first critic's values: one Q per critic (SAC, TD3, DDPG), or quantiles per critic (TQC).
+        first = q_values[0] if isinstance(q_values, tuple) else q_values[:, 0]
+        return float(first.mean())
 
     # ------------------------------------------------------------------ persistence
 
@@ -627,8 +629,11 @@ def build_layer_learner(
     `kwargs` are the learner's constructor arguments; its buffer is always a :class:`SubgoalTestingBuffer`
     configured by `kwargs["replay_buffer_kwargs"]` (`n_sampled_goal`, `goal_selection_strategy`).
     """
-    if issubclass(learner_class, SAC) and kwargs.get("target_entropy", "auto") == "auto":
-        # SAC reads its default, -dim(A), from an env; these learners have none.
+    takes_entropy = any(
+        "target_entropy" in inspect.signature(cls.__init__).parameters for cls in learner_class.__mro__[:-1]
+    )
+    if takes_entropy and kwargs.get("target_entropy", "auto") == "auto":
+        # SAC and TQC read their default, -dim(A), from an env; these learners have none.
         kwargs = {**kwargs, "target_entropy": -float(np.prod(action_space.shape))}
     learner: BaseAlgorithm = learner_class(
         env=None, seed=seed, device=device, replay_buffer_class=SubgoalTestingBuffer, _init_setup_model=False, **kwargs
