@@ -6,7 +6,7 @@ PYTHON  := $(VENV)/bin/python
 ARGS    ?=
 JOBS    ?= 2
 
-.PHONY: setup setup-dev train test test-slow test-function bench docs clean
+.PHONY: setup setup-dev train test test-slow test-matrix test-function bench docs clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -49,6 +49,11 @@ test: setup-dev
 
 test-slow: setup-dev
 	$(PYTHON) -m pytest -m slow --durations=15 $(ARGS)
+
+# Every algorithm x every feature (video, interrupt + resume, evaluate.py, 2-trial sweep, Comet offline,
+# determinism) as real tiny runs; CI runs it after `make test`.
+test-matrix: setup-dev
+	$(PYTHON) -m pytest -m matrix -n $(JOBS) --durations=10 $(ARGS)
 
 # Every env x algorithm combination for two tiny epochs (FILTER=<name part> narrows it, e.g. FILTER=FetchReach).
 test-function: setup

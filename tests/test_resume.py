@@ -15,10 +15,10 @@ from experiment.saved_run import resume_config
 from experiment.train import train
 from interface.algorithms import get_algorithm
 from interface.envs import make_vec_env
+from tests.conftest import TINY, run_train_cli
 from util.checkpoint import find_checkpoint, save_checkpoint
 from util.errors import ConfigError
 from util.interrupts import StopBetweenSteps
-from tests.conftest import TINY, run_train_cli
 
 
 def _state(run_dir: Path) -> dict:
