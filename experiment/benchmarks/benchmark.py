@@ -36,6 +36,7 @@ MAX_STEPS = 10_000
 _OUR_EPOCH = re.compile(r"epoch \d+\s+steps (\d+)\s+test/success_rate ([0-9.]+)")
 _ZOO_EVAL = re.compile(r"Eval num_timesteps=(\d+)")
 _ZOO_SUCCESS = re.compile(r"Success rate: ([0-9.]+)%")
+_ZOO_STEPS = re.compile(r"\|\s+total_timesteps\s+\|\s+(\d+)")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,38 @@ def watch(command: list[str], parse: Callable[[str, dict], tuple[int, float] | N
     process.terminate()
     process.wait()
     return reached
+
+
+def rl_zoo_rate(algo: str, env_id: str, conf_file: Path, warmup: int, steps: int, logdir: Path) -> float:
+    """RL Zoo's env steps per second with its own settings (`conf_file`) over `steps` env steps after `warmup`.
+
+    Runs `rl_zoo3.train` (one torch thread, no evaluation) and timestamps SB3's log tables, printed every few
+    episodes: the rate is the env steps between the first table at or past `warmup` and the first at or past
+    `warmup + steps`, divided by the wall time between them. Start-up and warm-up are not counted.
+    """
+    python = ensure_bench_venv()
+    command = [
+        str(python), "-m", "rl_zoo3.train", "--algo", algo, "--env", env_id, "--conf-file", str(conf_file),
+        "--gym-packages", "gymnasium_robotics", "--num-threads", "1", "--eval-freq", "-1", "--device", "cpu",
+        "--log-folder", str(logdir / "rl_zoo"), "--verbose", "1", "-n", str(warmup + steps + 1000),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT)
+    assert process.stdout is not None
+    first: tuple[int, float] | None = None
+    try:
+        for line in process.stdout:
+            match = _ZOO_STEPS.search(line)
+            if not match:
+                continue
+            now, at = time.perf_counter(), int(match.group(1))
+            if first is None and at >= warmup:
+                first = (at, now)
+            elif first is not None and at >= warmup + steps:
+                return (at - first[0]) / (now - first[1])
+    finally:
+        process.terminate()
+        process.wait()
+    raise RuntimeError(f"rl_zoo3.train ended before {warmup + steps} env steps: {shlex.join(command)}")
 
 
 def parse_ours(line: str, state: dict) -> tuple[int, float] | None:

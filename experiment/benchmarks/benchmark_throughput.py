@@ -1,7 +1,8 @@
 """Training throughput of our HER-SAC loop against SB3's SAC+HER loop, and where one env step's time goes.
 
-Both loops get the network, batch size and every other setting of our default HER-SAC config
-(conf/algorithm/her.yaml), one gradient step per env step, one torch thread, FetchReach-v4. Per seed they run
+Both loops get the network, batch size and every other setting of our HER-SAC config (conf/algorithm/her.yaml on
+FetchReach-v4 by default; `--override` adds Hydra overrides, e.g. a preset `+tuned=FetchPush-v4` or
+`algorithm.learner.batch_size=512`), the same gradient steps per env step, one torch thread. Per seed they run
 alternately: `learning_starts` warm-up steps (not timed), then `--steps` timed env steps of `learn`.
 SB3's loop is stable-baselines3's SAC with its HerReplayBuffer on an in-process env; ours is what
 `python experiment/train.py` builds (FusedSAC, our HER buffer, the env in its own process when
@@ -10,6 +11,7 @@ in-process env). Prints env steps/s per run, medians and the ratio ours/SB3, the
 env step by part) of one run of each.
 
     python experiment/benchmarks/benchmark_throughput.py [--seeds 0 1 2] [--steps 3000] [--n-critics 1]
+        [--override KEY=VALUE ...] [--no-profile]
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from interface.envs import goal_functions, make_vec_env
 from interface.learner_config import her_buffer_kwargs, learner_kwargs
 from util.run_info import PROJECT_ROOT
 
-ENV_ID = "FetchReach-v4"
 PARTS = (
     "env step",
     "policy inference",
@@ -49,25 +50,27 @@ PARTS = (
 )
 
 
-def our_config(n_critics: int) -> DictConfig:
-    """Our default training config (conf/main.yaml), with `n_critics` critics."""
+def our_config(n_critics: int | None, overrides: list[str]) -> DictConfig:
+    """Our HER-SAC training config (conf/main.yaml with `overrides`), with `n_critics` critics if given."""
     register_resolvers()
+    critics = [] if n_critics is None else [f"algorithm.per_model_class.sac.policy_kwargs.n_critics={n_critics}"]
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "main", overrides=[f"env={ENV_ID}", f"algorithm.per_model_class.sac.policy_kwargs.n_critics={n_critics}"]
-        )
+        cfg = compose("main", overrides=[*overrides, *critics])
+    if cfg.algorithm.name != "her" or cfg.algorithm.model_class != "sac":
+        raise SystemExit("error: --override: the loops compared are HER-SAC (algorithm=her, model_class=sac)")
+    return cfg
 
 
 def build_ours(cfg: DictConfig, seed: int) -> BaseAlgorithm:
     """The model `experiment/train.py` trains by default, on the env it would build."""
     spec = get_algorithm("her")
-    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True, subprocess=uses_env_subprocess(cfg, spec))
+    env = make_vec_env(cfg.env, {}, seed, normalize_obs=True, subprocess=uses_env_subprocess(cfg, spec))
     return spec.build(cfg.algorithm, env, seed, "cpu")
 
 
 def build_sb3(cfg: DictConfig, seed: int) -> BaseAlgorithm:
     """SB3's SAC with its HerReplayBuffer, on an in-process env, with our config's settings."""
-    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True)
+    env = make_vec_env(cfg.env, {}, seed, normalize_obs=True)
     kwargs = learner_kwargs(cfg.algorithm, "sac", env.action_space, env.observation_space)
     kwargs["replay_buffer_class"] = HerReplayBuffer
     kwargs["replay_buffer_kwargs"] = {
@@ -79,7 +82,7 @@ def build_sb3(cfg: DictConfig, seed: int) -> BaseAlgorithm:
 
 def build_before(cfg: DictConfig, seed: int) -> BaseAlgorithm:
     """Our loop before the speed-ups: SB3's SAC with our HER buffer, on an in-process env."""
-    env = make_vec_env(ENV_ID, {}, seed, normalize_obs=True)
+    env = make_vec_env(cfg.env, {}, seed, normalize_obs=True)
     kwargs = learner_kwargs(cfg.algorithm, "sac", env.action_space, env.observation_space)
     model = SAC(
         env=env,
@@ -177,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=3000, help="timed env steps per run (after warm-up)")
-    parser.add_argument("--n-critics", type=int, default=1, help="critics of both loops (ours default: 1)")
+    parser.add_argument("--n-critics", type=int, default=None, help="critics of both loops (default: the config's)")
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the HER-SAC config")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-part profile")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = our_config(args.n_critics)
-    settings = OmegaConf.to_container(cfg.algorithm.learner)
-    print(f"{ENV_ID}, n_critics={args.n_critics}, settings of both loops: {settings}", flush=True)
+    cfg = our_config(args.n_critics, args.override)
+    settings = OmegaConf.to_container(cfg.algorithm, resolve=True)
+    print(f"{cfg.env}, settings of both loops: {settings}", flush=True)
     rates: dict[str, list[float]] = {loop: [] for loop in LOOPS}
     for seed in args.seeds:
         for loop in LOOPS:
@@ -194,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\nmedian env steps/s: SB3 {medians['sb3']:.1f}, before {medians['before']:.1f}, ours {medians['ours']:.1f}; "
         f"ratio ours/SB3 {medians['ours'] / medians['sb3']:.2f}, ours/before {medians['ours'] / medians['before']:.2f}"
     )
+    if args.no_profile:
+        print(f"\ncommand: python {shlex.join(['experiment/benchmarks/benchmark_throughput.py', *(argv or sys.argv[1:])])}")
+        return 0
 
     profiles = {}
     for loop in LOOPS:

@@ -33,6 +33,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from experiment import plot
+from experiment.benchmarks.benchmark import rl_zoo_rate
 from experiment.cli import CONF_DIR, register_resolvers
 from experiment.epoch_loop import EpochHook
 from experiment.evaluate import evaluate_run
@@ -173,6 +174,28 @@ def report(runs: list[ThresholdRun], groups: list[str], args: argparse.Namespace
             print(f"ratio {group} / {first}: {medians[group] / medians[first]:.2f}")
 
 
+def report_rl_zoo(runs: list[ThresholdRun], args: argparse.Namespace) -> None:
+    """Measure RL Zoo's env steps/s here and, with its published steps to the threshold, its projected wall time."""
+    algo, env_id, conf_file = args.rl_zoo
+    rate = rl_zoo_rate(algo, env_id, Path(conf_file), args.rl_zoo_warmup, args.rl_zoo_steps, args.workdir)
+    print(
+        f"RL Zoo {algo} on {env_id} with its own settings: {rate:.2f} env steps/s on this machine "
+        f"(env steps {args.rl_zoo_warmup}-{args.rl_zoo_warmup + args.rl_zoo_steps}, one torch thread)"
+    )
+    if args.rl_zoo_steps_to_threshold is None:
+        return
+    projected = args.rl_zoo_steps_to_threshold / rate
+    print(
+        f"RL Zoo's projected wall time to the threshold here: {args.rl_zoo_steps_to_threshold} published env steps "
+        f"/ {rate:.2f} env steps/s = {projected:.0f} s"
+    )
+    for group in dict.fromkeys(r.group for r in runs):
+        walls = [r.seconds_to_threshold for r in runs if r.group == group and r.seconds_to_threshold is not None]
+        if walls:
+            ours = statistics.median(walls)
+            print(f"{group}: median wall time to the threshold {ours:.0f} s = {ours / projected:.3f} x RL Zoo's projected")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; `--group` may repeat and needs a name and at least one override."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,6 +214,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--experiment", default=f"threshold_{time.strftime('%Y%m%d_%H%M%S')}", help="MLflow experiment")
     parser.add_argument("--plot", type=Path, default=None, help="draw every group's curve into this PNG (and PDF)")
     parser.add_argument("--title", default=None, help="title of the plot")
+    parser.add_argument(
+        "--rl-zoo", nargs=3, metavar=("ALGO", "ENV", "CONF_FILE"), default=None,
+        help="also measure RL Zoo's env steps/s with its own settings, e.g. tqc FetchPush-v4 "
+        "conf/benchmark/rl_zoo_fetchpush.yml (its venv .venv-bench is made on first use)",
+    )
+    parser.add_argument("--rl-zoo-steps", type=int, default=400, help="env steps RL Zoo is timed over")
+    parser.add_argument("--rl-zoo-warmup", type=int, default=200, help="env steps RL Zoo runs before timing")
+    parser.add_argument(
+        "--rl-zoo-steps-to-threshold", type=int, default=None,
+        help="RL Zoo's published env steps to the threshold, to project its wall time on this machine",
+    )
     args = parser.parse_args(argv)
     names = [group[0] for group in args.group]
     if len(set(names)) != len(names):
@@ -215,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = "not reached" if run.reached_at is None else f"{run.reached_at} env steps"
             print(f"{group} seed {seed}: test/success_rate >= {args.threshold}: {shown} ({run.seconds:.0f} s)")
     report(runs, list(groups), args)
+    if args.rl_zoo is not None:
+        report_rl_zoo(runs, args)
     if args.plot is not None:
         plot.main(
             [
