@@ -207,7 +207,10 @@ def _seeded_global_rng(seed: int) -> Iterator[None]:
 
 
 def _interval_estimate(
-    scores: np.ndarray | tuple[np.ndarray, np.ndarray], func: Callable, n_bootstrap: int, seed: int
+    scores: np.ndarray | tuple[np.ndarray, np.ndarray],
+    func: Callable[..., np.ndarray | float],
+    n_bootstrap: int,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """rliable's `library.get_interval_estimates` on one score array (or one pair): point, low and high."""
     from rliable import library
