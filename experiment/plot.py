@@ -1,17 +1,21 @@
 """Plot learning curves from an MLflow store, or a hyperparameter sweep from an Optuna study.
 
     python experiment/plot.py --tracking-uri sqlite:///mlflow.db --out curves.png --group-by algorithm.model_class
-    python experiment/plot.py --out curves.png --env FetchReach-v4 --param n_epochs=6 --statistic iqm --x wall
+    python experiment/plot.py --out curves.png --env FetchReach-v4 --param n_epochs=6 --statistic mean --x wall
     python experiment/plot.py --out curves.png --group-by algorithm.model_class --label sac=HER-SAC --label td3=HER-TD3
     python experiment/plot.py --storage sqlite:///sweeps.db --study my_sweep --out sweep.png
     python experiment/plot.py --video data/<run>/videos/test_step_00006000.mp4 --out frames.png
 
 Curves: every run that matches the filters (all runs in the store without filters) is grouped by the values of
 `--group-by` keys (config params such as `algorithm.model_class`, or tags such as `algorithm`); each group is
-drawn as the mean or interquartile mean (IQM) across its runs with a bootstrap 95% confidence band. A run that
-stopped early holds its last value up to the end of its group's longest run. `--label GROUP=NAME` renames a group
-in the legend (GROUP as printed, e.g. `hac / True / 1.5` for several keys). Both PNG and PDF are written
-(a frame strip of a recorded test episode only as PNG).
+drawn as the interquartile mean (IQM, the default) or the mean (`--statistic mean`) across its runs at every
+step, with a 95% stratified-bootstrap confidence band, both computed with rliable (Agarwal et al. 2021, "Deep RL
+at the Edge of the Statistical Precipice"). A run that stopped early holds its last value up to the end of its
+group's longest run. Each group's final value (the statistic over its runs' last values, with its 95% CI) is
+printed; for exactly two groups, so is rliable's probability of improvement P(first > second) of the final
+values with its 95% CI, also shown in the figure title. `--label GROUP=NAME` renames a group in the legend
+(GROUP as printed, e.g. `hac / True / 1.5` for several keys). Both PNG and PDF are written (a frame strip of a
+recorded test episode only as PNG).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -34,7 +39,8 @@ from scipy.stats import trim_mean  # noqa: E402
 
 X_AXES = {"steps": "env steps", "wall": "wall time [s]"}
 WALL_METRIC = "time/wall_seconds"
-STATISTICS = ("mean", "iqm")
+STATISTICS = ("iqm", "mean")
+STATISTIC_NAMES = {"iqm": "IQM", "mean": "mean"}
 MAX_GRID_POINTS = 200
 # Groups that reach the same values draw on top of each other; distinct markers and dashes keep each visible.
 GROUP_STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"), ("P", "--")]
@@ -52,7 +58,8 @@ class RunCurve:
 
 @dataclass
 class GroupCurve:
-    """A group's aggregate curve: `center` (mean or IQM over runs) and its bootstrap 95% band `low`..`high`."""
+    """A group's aggregate curve: `center` (IQM or mean over runs) and its stratified-bootstrap 95% band
+    `low`..`high`; `finals` holds each run's last value."""
 
     label: str
     n_runs: int
@@ -60,6 +67,16 @@ class GroupCurve:
     center: np.ndarray
     low: np.ndarray
     high: np.ndarray
+    finals: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+@dataclass
+class Estimate:
+    """A point estimate with its 95% confidence interval `low`..`high`."""
+
+    point: float
+    low: float
+    high: float
 
 
 @dataclass
@@ -151,25 +168,74 @@ def _last_value_per_step(history: Sequence) -> dict[int, float]:
     return points
 
 
-def _statistic(values: np.ndarray, statistic: str, axis: int) -> np.ndarray:
-    if statistic == "iqm":  # mean of the middle 50 % (Agarwal et al. 2021, "... the Statistical Precipice")
-        return np.asarray(trim_mean(values, 0.25, axis=axis))
-    return values.mean(axis=axis)
+def _per_step_statistic(statistic: str) -> Callable[[np.ndarray], np.ndarray]:
+    """rliable's aggregate over runs and tasks, evaluated at every step of a (runs, tasks, steps) array.
+
+    `metrics.aggregate_mean` already reduces only the runs and tasks axes. `metrics.aggregate_iqm` flattens its
+    whole input, so calling it once per step inside every bootstrap resample is far too slow for a few hundred
+    steps; the IQM here is the same scipy 25% trimmed mean over runs and tasks, for all steps in one call
+    (tests/test_plot.py checks it against `metrics.aggregate_iqm` step by step).
+    """
+    from rliable import metrics
+
+    if statistic == "mean":
+        return metrics.aggregate_mean
+    return lambda scores: np.asarray(trim_mean(scores.reshape(-1, scores.shape[-1]), 0.25, axis=0))
+
+
+def _final_statistic(statistic: str) -> Callable[[np.ndarray], float]:
+    """rliable's aggregate of a (runs, tasks) array: `metrics.aggregate_iqm` or `metrics.aggregate_mean`."""
+    from rliable import metrics
+
+    return metrics.aggregate_iqm if statistic == "iqm" else metrics.aggregate_mean
+
+
+@contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator for the block and restore the caller's state afterwards.
+
+    rliable's stratified bootstrap draws its run indices with `np.random.choice` (its `random_state` argument does
+    not reach those draws), so this is the only way to make its intervals repeatable; restoring the state keeps
+    a plot from consuming random numbers of whoever called it in the same process.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _interval_estimate(
+    scores: np.ndarray | tuple[np.ndarray, np.ndarray],
+    func: Callable[..., np.ndarray | float],
+    n_bootstrap: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rliable's `library.get_interval_estimates` on one score array (or one pair): point, low and high."""
+    from rliable import library
+
+    with _seeded_global_rng(seed):
+        points, intervals = library.get_interval_estimates({"scores": scores}, func, reps=n_bootstrap)
+    interval = np.asarray(intervals["scores"]).reshape(2, -1)
+    return np.atleast_1d(points["scores"]).astype(float), interval[0], interval[1]
 
 
 def aggregate_curves(
-    curves: Sequence[RunCurve], statistic: str = "mean", n_bootstrap: int = 2000, seed: int = 0
+    curves: Sequence[RunCurve], statistic: str = "iqm", n_bootstrap: int = 2000, seed: int = 0
 ) -> list[GroupCurve]:
-    """Aggregate run curves per group on a shared x grid, with percentile-bootstrap 95% bands over runs.
+    """Aggregate run curves per group on a shared x grid, with rliable's stratified-bootstrap 95% bands over runs.
 
     The grid is the union of the group's x values (or MAX_GRID_POINTS evenly spaced points if that is longer).
     Each run is interpolated linearly inside its own x range, is missing before its first point, and holds its
-    last value after its last point (runs that stopped early stay where they ended). At each grid point, runs
-    are resampled with replacement `n_bootstrap` times; the band is the 2.5th to 97.5th percentile of the
-    statistic over the resamples. Groups are returned sorted by label.
+    last value after its last point (runs that stopped early stay where they ended). At each grid point the
+    statistic (IQM or mean) is taken over the runs present there, and its band is rliable's percentile interval
+    over `n_bootstrap` stratified resamples of those runs (`library.get_interval_estimates`, the way rliable
+    draws sample-efficiency curves). Groups are returned sorted by label.
     """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    per_step = _per_step_statistic(statistic)
     groups: dict[str, list[RunCurve]] = {}
     for curve in curves:
         groups.setdefault(curve.group, []).append(curve)
@@ -183,21 +249,58 @@ def aggregate_curves(
         for row, curve in enumerate(members):
             started = grid >= curve.x[0]
             table[row, started] = np.interp(grid[started], curve.x, curve.y)
-        rng = np.random.default_rng(seed)
         center, low, high = (np.empty(len(grid)) for _ in range(3))
-        for column in range(len(grid)):
-            values = table[~np.isnan(table[:, column]), column]
-            center[column] = _statistic(values, statistic, axis=0)
-            resamples = values[rng.integers(0, len(values), size=(n_bootstrap, len(values)))]
-            low[column], high[column] = np.percentile(_statistic(resamples, statistic, axis=1), [2.5, 97.5])
-        result.append(GroupCurve(label, len(members), grid, center, low, high))
+        # rliable needs a full (runs, tasks, steps) array, so steps are aggregated together whenever the same
+        # runs are present (all steps at once, unless some run started later than the others).
+        present = ~np.isnan(table)
+        for pattern in np.unique(present, axis=1).T:
+            columns = np.flatnonzero((present == pattern[:, None]).all(axis=0))
+            scores = table[np.ix_(pattern, columns)][:, None, :]
+            center[columns], low[columns], high[columns] = _interval_estimate(scores, per_step, n_bootstrap, seed)
+        finals = np.array([curve.y[-1] for curve in members])
+        result.append(GroupCurve(label, len(members), grid, center, low, high, finals))
     return result
 
 
+def final_estimates(
+    groups: Sequence[GroupCurve], statistic: str = "iqm", n_bootstrap: int = 2000, seed: int = 0
+) -> list[Estimate]:
+    """Each group's statistic over its runs' final values, with rliable's stratified-bootstrap 95% CI."""
+    func = _final_statistic(statistic)
+    estimates = []
+    for group in groups:
+        point, low, high = _interval_estimate(group.finals[:, None], func, n_bootstrap, seed)
+        estimates.append(Estimate(float(point[0]), float(low[0]), float(high[0])))
+    return estimates
+
+
+def probability_of_improvement(x: GroupCurve, y: GroupCurve, n_bootstrap: int = 2000, seed: int = 0) -> Estimate:
+    """rliable's probability of improvement P(X > Y) of the two groups' final values, with its 95% CI.
+
+    P(X > Y) is the chance that a random run of X ends above a random run of Y (ties count half): 1.0 when every
+    run of X beats every run of Y, 0.5 for identical groups. The CI resamples each group's runs independently.
+    """
+    from rliable import metrics
+
+    point, low, high = _interval_estimate(
+        (x.finals[:, None], y.finals[:, None]), metrics.probability_of_improvement, n_bootstrap, seed
+    )
+    return Estimate(float(point[0]), float(low[0]), float(high[0]))
+
+
 def draw_curves(
-    groups: Sequence[GroupCurve], metric: str, x_axis: str, statistic: str, out: Path, title: str | None = None
+    groups: Sequence[GroupCurve],
+    metric: str,
+    x_axis: str,
+    statistic: str,
+    out: Path,
+    title: str | None = None,
+    note: str | None = None,
 ) -> Figure:
-    """Draw each group's curve and band into one axes; write `out` as PNG and PDF; return the figure."""
+    """Draw each group's curve and band into one axes; write `out` as PNG and PDF; return the figure.
+
+    The y label and the title name the statistic; `note` (e.g. a probability of improvement) is a last title line.
+    """
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for index, group in enumerate(groups):
         marker, dashes = GROUP_STYLES[index % len(GROUP_STYLES)]
@@ -213,9 +316,11 @@ def draw_curves(
         )
         axes.fill_between(group.x, group.low, group.high, color=line.get_color(), alpha=0.25, linewidth=0)
     axes.set_xlabel(X_AXES[x_axis])
-    axes.set_ylabel(metric)
-    summary = f"{'IQM' if statistic == 'iqm' else 'mean'} over runs, bootstrap 95% CI"
-    axes.set_title(f"{title}\n{summary}" if title else f"{metric}: {summary}")
+    name = STATISTIC_NAMES[statistic]
+    axes.set_ylabel(f"{metric} ({name} over runs)")
+    summary = f"{name} over runs, stratified bootstrap 95% CI (rliable)"
+    lines = [f"{title}\n{summary}" if title else f"{metric}: {summary}", *([note] if note else [])]
+    axes.set_title("\n".join(lines), fontsize="medium")
     axes.grid(alpha=0.3)
     if groups:
         axes.legend()
@@ -317,7 +422,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     source.add_argument("--metric", default="test/success_rate")
     source.add_argument("--x", choices=sorted(X_AXES), default="steps", help="env steps or wall time")
     source.add_argument("--group-by", default="algorithm", help="comma-separated param or tag keys")
-    source.add_argument("--statistic", choices=STATISTICS, default="mean", help="across runs of a group")
+    source.add_argument(
+        "--statistic",
+        choices=STATISTICS,
+        default="iqm",
+        help="across runs of a group: interquartile mean (default) or mean, with rliable's stratified bootstrap CI",
+    )
     source.add_argument("--title", help="figure title (default: the metric)")
     source.add_argument(
         "--label", type=_key_value, action="append", default=[], help="GROUP=NAME: legend name of a group (repeatable)"
@@ -375,10 +485,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         for group in groups:
             group.label = names.get(group.label, group.label)
-        draw_curves(groups, args.metric, args.x, args.statistic, args.out, args.title)
-        for group in groups:
-            print(f"{group.label}: {group.n_runs} runs, final {args.statistic} {group.center[-1]:.3f} "
-                  f"[{group.low[-1]:.3f}, {group.high[-1]:.3f}]")
+        for group, final in zip(groups, final_estimates(groups, args.statistic)):
+            print(f"{group.label}: {group.n_runs} runs, final {args.statistic} {final.point:.3f} "
+                  f"[{final.low:.3f}, {final.high:.3f}]")
+        note = None
+        if len(groups) == 2:
+            improvement = probability_of_improvement(*groups)
+            comparison = (
+                f"P({groups[0].label} > {groups[1].label}) = {improvement.point:.2f} "
+                f"[{improvement.low:.2f}, {improvement.high:.2f}]"
+            )
+            print(f"probability of improvement {comparison} (95% CI, final values of the runs)")
+            note = f"probability of improvement {comparison} on final values"
+        draw_curves(groups, args.metric, args.x, args.statistic, args.out, args.title, note)
     print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.pdf')}")
     return 0
 

@@ -1,4 +1,4 @@
-"""experiment/plot.py: groups, curves and bootstrap bands drawn from an MLflow store, and the sweep plot.
+"""experiment/plot.py: groups, curves and rliable's bootstrap bands drawn from an MLflow store, and the sweep plot.
 
 The store holds synthetic runs written with MlflowClient (2 model classes x 3 seeds, 5 epochs each), so the
 expected curves are known exactly and the test takes seconds instead of minutes of training.
@@ -15,17 +15,22 @@ import pytest
 from matplotlib.collections import PolyCollection
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from rliable import library, metrics
 
 from experiment.plot import (
+    GroupCurve,
     RunCurve,
+    _per_step_statistic,
     aggregate_curves,
     draw_curves,
     draw_sweep,
+    final_estimates,
     frame_strip,
     load_run_curves,
     load_sweep,
     main,
     mlflow_filter,
+    probability_of_improvement,
 )
 from util.video import write_mp4
 
@@ -70,7 +75,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_plotted_groups_lines_and_bands_match_the_runs(store: str, tmp_path: Path) -> None:
     curves = load_run_curves(store, "test/success_rate", "steps", ["algorithm.model_class"], ["FetchReach-v4"])
     assert sorted(c.group for c in curves) == ["sac"] * 3 + ["td3"] * 3
-    figure = draw_curves(aggregate_curves(curves), "test/success_rate", "steps", "mean", tmp_path / "curves.png")
+    groups = aggregate_curves(curves, "mean")
+    figure = draw_curves(groups, "test/success_rate", "steps", "mean", tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 10_000 and (tmp_path / "curves.pdf").exists()
     axes = figure.axes[0]
     lines = {line.get_label(): line for line in axes.get_lines()}
@@ -97,6 +103,62 @@ def test_iqm_with_four_runs_ignores_the_outer_quartiles() -> None:
     assert np.all(group.low <= group.center) and np.all(group.center <= group.high)
 
 
+def test_iqm_and_its_band_are_rliables_stratified_bootstrap_on_known_runs() -> None:
+    # Four runs at 1, 2, 3, 4 over three steps: the IQM drops the lowest and the highest run, so it is 2.5.
+    x = np.array([1.0, 2.0, 3.0])
+    runs = [RunCurve(str(v), "g", x, np.full(3, float(v))) for v in (4, 1, 3, 2)]
+    (group,) = aggregate_curves(runs, "iqm", n_bootstrap=500, seed=3)
+    np.testing.assert_allclose(group.center, [2.5, 2.5, 2.5])
+    assert np.all(group.low < 2.5) and np.all(group.high > 2.5)
+    assert np.all(group.low >= 1.0) and np.all(group.high <= 4.0)
+    # The same band straight from rliable: its sample-efficiency recipe, aggregate_iqm at every step, same seed.
+    scores = np.array([[4.0] * 3, [1.0] * 3, [3.0] * 3, [2.0] * 3])[:, None, :]
+    np.random.seed(3)
+    points, intervals = library.get_interval_estimates(
+        {"g": scores},
+        lambda s: np.array([metrics.aggregate_iqm(s[..., step]) for step in range(s.shape[-1])]),
+        reps=500,
+    )
+    np.testing.assert_allclose(group.center, points["g"])
+    np.testing.assert_allclose(group.low, intervals["g"][0])
+    np.testing.assert_allclose(group.high, intervals["g"][1])
+
+
+@pytest.mark.parametrize("n_runs", [3, 4, 7])
+def test_per_step_iqm_equals_rliables_aggregate_iqm_at_every_step(n_runs: int) -> None:
+    scores = np.random.default_rng(n_runs).random((n_runs, 1, 9))
+    expected = [metrics.aggregate_iqm(scores[..., step]) for step in range(9)]
+    np.testing.assert_allclose(_per_step_statistic("iqm")(scores), expected)
+    np.testing.assert_allclose(_per_step_statistic("mean")(scores), scores.mean(axis=(0, 1)))
+
+
+def _group(label: str, finals: list[float]) -> GroupCurve:
+    n = len(finals)
+    return GroupCurve(label, n, np.array([1.0]), np.zeros(1), np.zeros(1), np.zeros(1), np.array(finals))
+
+
+def test_final_values_are_aggregated_by_rliable() -> None:
+    outlier = _group("g", [0.0, 1.0, 2.0, 10.0])
+    iqm, mean = final_estimates([outlier], "iqm", n_bootstrap=500)[0], final_estimates([outlier], "mean")[0]
+    assert iqm.point == pytest.approx(1.5) == pytest.approx(metrics.aggregate_iqm(outlier.finals[:, None]))
+    assert mean.point == pytest.approx(3.25)
+    for estimate in (iqm, mean):
+        assert 0.0 <= estimate.low <= estimate.point <= estimate.high <= 10.0
+
+
+def test_probability_of_improvement_of_final_values() -> None:
+    winner, loser = _group("a", [0.9, 1.0, 0.95]), _group("b", [0.5, 0.4, 0.6, 0.5])
+    always = probability_of_improvement(winner, loser, 500)
+    assert (always.point, always.low, always.high) == (1.0, 1.0, 1.0)
+    never = probability_of_improvement(loser, winner, 500)
+    assert (never.point, never.low, never.high) == (0.0, 0.0, 0.0)
+    same = probability_of_improvement(winner, _group("c", [0.9, 1.0, 0.95]), 500)
+    assert same.point == 0.5 and same.low <= 0.5 <= same.high
+    # Ties count half: of the 4 pairs of runs, 3 are wins and 1 (1.0 vs 1.0) a tie.
+    mixed = probability_of_improvement(_group("x", [1.0, 2.0]), _group("y", [1.0, 0.0]), 50)
+    assert mixed.point == pytest.approx(0.875)
+
+
 def test_early_stopped_run_holds_its_last_value_and_late_start_is_missing() -> None:
     short = RunCurve("a", "g", np.array([1.0, 2.0]), np.array([0.2, 1.0]))
     late = RunCurve("b", "g", np.array([2.0, 3.0]), np.array([0.0, 0.5]))
@@ -105,10 +167,13 @@ def test_early_stopped_run_holds_its_last_value_and_late_start_is_missing() -> N
     np.testing.assert_allclose(group.center, [0.2, 0.5, 0.75])
 
 
-def test_cli_without_filters_plots_every_run_and_filters_select(store: str, tmp_path: Path) -> None:
+def test_cli_without_filters_plots_every_run_and_filters_select(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "all.png"
     assert main(["--tracking-uri", store, "--out", str(out), "--group-by", "algorithm.model_class"]) == 0
     assert out.exists() and out.with_suffix(".pdf").exists()
+    assert "probability of improvement" not in capsys.readouterr().out  # three groups: no pair to compare
     every = load_run_curves(store, "test/success_rate", "steps", ["algorithm.model_class"])
     assert sorted({c.group for c in every}) == ["dqn", "sac", "td3"]
     only_sac = mlflow_filter(env="FetchReach-v4", params=[("algorithm.model_class", "sac")])
@@ -127,9 +192,25 @@ def test_cli_labels_rename_groups_and_an_unknown_group_exits_2(
     assert main([*args, "--label", "sac=HER-SAC"]) == 0
     printed = capsys.readouterr().out
     assert "HER-SAC: 3 runs" in printed and "td3: 3 runs" in printed and "sac: 3 runs" not in printed
+    # The default statistic is the IQM (of 3 runs: their mean). sac's seeds end at 1.0, 1.0, 0.9 and td3's all at
+    # 0.5, so every sac run ends higher: probability of improvement 1 with no spread.
+    lines = printed.splitlines()
+    assert any(line.startswith("HER-SAC: 3 runs, final iqm 0.967 [") for line in lines)
+    assert any(line.startswith("td3: 3 runs, final iqm 0.500 [0.500, 0.500]") for line in lines)
+    assert "probability of improvement P(HER-SAC > td3) = 1.00 [1.00, 1.00] (95% CI, final values of the runs)" in lines
     assert main([*args, "--label", "ppo=PPO"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--label" in err[0] and "'ppo'" in err[0] and "'sac'" in err[0]
+
+
+def test_figure_names_the_statistic_and_shows_the_note(store: str, tmp_path: Path) -> None:
+    curves = load_run_curves(store, "test/success_rate", "steps", ["algorithm.model_class"], ["FetchReach-v4"])
+    groups = aggregate_curves(curves, n_bootstrap=200)
+    figure = draw_curves(groups, "test/success_rate", "steps", "iqm", tmp_path / "iqm.png", note="P(sac > td3)")
+    axes = figure.axes[0]
+    assert axes.get_ylabel() == "test/success_rate (IQM over runs)"
+    assert "IQM over runs, stratified bootstrap 95% CI (rliable)" in axes.get_title()
+    assert axes.get_title().endswith("P(sac > td3)")
 
 
 def test_sweep_plot_has_the_trials_and_one_panel_per_param(tmp_path: Path) -> None:
