@@ -5,10 +5,17 @@
 
 from __future__ import annotations
 
+import sys
+
+from experiment.cli import check_command_line, register_resolvers
+
+if __name__ == "__main__":
+    # A config mistake exits 2 with one line here, before the imports below (torch, SB3, MLflow) take seconds.
+    check_command_line(sys.argv[1:])
+
 import logging
 import shutil
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from experiment.cli import check_command_line, register_resolvers
 from experiment.epoch_loop import EpochHook, EpochLoop, LoopState, sweep_score
 from experiment.saved_run import (
     TEST_SEED_OFFSET,
@@ -257,5 +263,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_command_line(sys.argv[1:])
     main()

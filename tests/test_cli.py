@@ -47,9 +47,33 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(args: list[str], mes
 
 def test_unknown_keys_are_found_before_hydra_runs() -> None:
     assert command_line_problem(["--multirun", "seed=1", "algorithm=sac", "algorithm.learner.gamma=0.9"]) is None
-    assert command_line_problem(["+extra=1", "hydra.run.dir=x", "algorithm=her,sac"]) is None
-    assert "unknown config key" in command_line_problem(["sede=1"])
-    assert "unknown option 'hc'" in command_line_problem(["algorithm=hc"])
+    assert command_line_problem(["--multirun", "+extra=1", "hydra.run.dir=x", "algorithm=her,sac"]) is None
+    assert command_line_problem(["+tuned=PointMaze_Medium-v3", "algorithm.time_scales=[10,-1]"]) is None
+    assert command_line_problem(["--help"]) is None
+    assert "unknown config key, did you mean seed?" in command_line_problem(["sede=1"])
+    assert "unknown option 'hc', did you mean hac?" in command_line_problem(["algorithm=hc"])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        # nested keys are checked against the chosen group's yaml (a preset can choose it)
+        (["algorithm=hac", "algorithm.time_scale=[5,-1]"], "did you mean algorithm.time_scales? (keys of algorithm in conf/algorithm/hac.yaml:"),
+        (["+tuned=PointMaze_Large-v3", "algorithm.dense_hindsigt=true"], "conf/algorithm/hac.yaml"),
+        (["algorithm.per_model_class.sac.ent_coeff=0.1"], "did you mean algorithm.per_model_class.sac.ent_coef?"),
+        (["--multirun", "algorithm.learner.batchsize=128,256"], "did you mean algorithm.learner.batch_size?"),
+        (["hydra.sweeper.n_trail=3"], "did you mean hydra.sweeper.n_trials? (keys of hydra.sweeper:"),
+        (["hydra/launcher=submitit_locl"], "hydra/launcher: unknown option 'submitit_locl', did you mean submitit_local?"),
+        (["+tuned=PointMaze_Lage-v3"], "did you mean PointMaze_Large-v3?"),
+        (["tuned=AntReacher-v1"], "write +tuned=AntReacher-v1 (presets in conf/tuned/:"),
+        (["seed=${sed}"], "seed: Interpolation key 'sed' not found"),
+        (["seed.x=1"], "seed.x: seed is a single value (0), it has no key 'x'"),
+    ],
+)
+def test_hydra_level_mistakes_become_one_line(args: list[str], message: str) -> None:
+    problem = command_line_problem(args)
+    assert problem is not None and message in problem
+    assert "\n" not in problem
 
 
 def _wait_for(predicate, timeout: float) -> None:
