@@ -58,8 +58,11 @@ def make_cfg(tmp_path: Path, tracking_uri: str) -> Callable[..., DictConfig]:
 
 
 def run_train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python experiment/train.py args...` as a user would, capturing output."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """Run `python experiment/train.py args...` as a user would, capturing output.
+
+    The project root is on PYTHONPATH so that test env modules (`env=tests.<module>:Id`) import from any `cwd`.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(PROJECT_ROOT))
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), *args],
         cwd=cwd,

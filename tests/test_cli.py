@@ -124,3 +124,50 @@ def test_interrupt_writes_a_checkpoint_and_restore_continues(tmp_path: Path) -> 
     assert steps == [saved_steps + 200, saved_steps + 400]
     epochs = [m.value for m in client.get_metric_history(resumed.info.run_id, "time/epoch")]
     assert epochs == [state["epoch"] + 1, state["epoch"] + 2]
+
+
+# The README's custom-env example: a goal env in the folder training runs from, registered on import.
+MY_ENVS = '''
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class ReachEnv(gym.Env):
+    """A point in the unit square moving towards a goal; reward 0 within 0.1 of it, else -1."""
+
+    def __init__(self):
+        box = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.observation_space = spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+    def _obs(self):
+        return {"observation": self.pos.copy(), "achieved_goal": self.pos.copy(), "desired_goal": self.goal.copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = np.zeros(2, dtype=np.float32)
+        self.goal = self.np_random.uniform(-1, 1, size=2).astype(np.float32)
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pos = np.clip(self.pos + 0.1 * np.asarray(action, dtype=np.float32), -1, 1)
+        reward = float(self.compute_reward(self.pos, self.goal, {}))
+        return self._obs(), reward, False, False, {"is_success": float(reward == 0.0)}
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        return -(np.linalg.norm(achieved_goal - desired_goal, axis=-1) > 0.1).astype(np.float32)
+
+
+gym.register(id="Reach-v0", entry_point="my_envs:ReachEnv", max_episode_steps=20)
+'''
+
+
+def test_env_module_in_the_working_directory_is_found(tmp_path: Path) -> None:
+    (tmp_path / "my_envs.py").write_text(MY_ENVS)
+    result = run_train_cli(
+        "env=my_envs:Reach-v0", "n_epochs=1", "eval_after_n_steps=200", "n_test_rollouts=2", "progress_bar=false",
+        "algorithm.learner.learning_starts=100", "comet.mode=off", "env_subprocess=true", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the folder training ran from
