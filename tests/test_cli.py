@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from stable_baselines3 import PPO
 
 from experiment.cli import command_line_problem
+from experiment.epoch_loop import steps_per_epoch
 from tests.conftest import PROJECT_ROOT, TINY, run_train_cli
+from util.callbacks import ProgressBar
 
 BAD_INPUT = [
     (["env=NoSuchEnv-v0"], "env: unknown env id 'NoSuchEnv-v0'"),
@@ -117,6 +121,7 @@ def test_interrupt_writes_a_checkpoint_and_restore_continues(tmp_path: Path) -> 
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
+    assert f"resumed from {run_dir.resolve()}: {saved_steps:,} env steps, {state['epoch']} epochs done" in result.stdout
     (resumed,) = client.search_runs(experiments, filter_string=f"tags.run_dir = '{resumed_dir.resolve()}'")
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["restored_from"] == str(run_dir.resolve())
@@ -171,3 +176,45 @@ def test_env_module_in_the_working_directory_is_found(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the folder training ran from
+
+
+FINAL_LINE = re.compile(
+    r"done \(1 epoch\): test/success_rate (?P<success>\d\.\d\d) after 200 env steps, \d+\.\d s; "
+    r"run dir (?P<run_dir>data/\S+); "
+    r"mlflow ui: http://127\.0\.0\.1:5000/#/experiments/(?P<experiment>\d+)/runs/(?P<run>[0-9a-f]{32})"
+    r"\?workflowType=machine_learning$"
+)
+
+
+def test_last_console_line_says_what_the_run_reached_and_where_to_look(tmp_path: Path) -> None:
+    # Comet writes an offline archive (no API key under this HOME): its own messages must not follow the line.
+    result = run_train_cli(
+        *TINY, "n_epochs=1", "algorithm.learner.learning_starts=100", "comet.mode=offline", "progress_bar=true",
+        cwd=tmp_path, env={"HOME": str(tmp_path), "COMET_API_KEY": ""}, merge_stderr=True,
+    )
+    assert result.returncode == 0, result.stdout
+    last = result.stdout.strip().splitlines()[-1]
+    match = FINAL_LINE.search(last)
+    assert match, result.stdout
+    assert (tmp_path / match["run_dir"] / "comet").is_dir()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(match["run"])
+    assert run.info.experiment_id == match["experiment"]
+    assert run.data.metrics["test/success_rate"] == pytest.approx(float(match["success"]), abs=0.005)
+    assert "COMET INFO" not in result.stdout
+
+
+def test_progress_bar_rate_and_total_on_a_short_run() -> None:
+    bar = ProgressBar(total_steps=500, enabled=False)
+    time.sleep(0.05)
+    bar.update(1024)  # an on-policy learner finishing its first rollout past the budget
+    task = bar.progress.tasks[0]
+    assert task.total == 1024 and task.completed == 1024
+    assert task.fields["fps"] > 0  # the rate since the start, before any one-second window has passed
+
+
+def test_an_epoch_of_an_on_policy_learner_is_whole_rollouts() -> None:
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, device="cpu")
+    assert steps_per_epoch(model, 500) == 1024
+    assert steps_per_epoch(model, 1024) == 1024
+    assert steps_per_epoch(model, 1025) == 2048

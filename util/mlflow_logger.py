@@ -16,6 +16,9 @@ from stable_baselines3.common.logger import KVWriter
 
 _PARAM_VALUE_LIMIT = 6000
 _BATCH_LIMIT = 100  # MLflow accepts at most 100 params per batch call
+# MLflow's default store (relative to the working directory) and where `mlflow ui` serves it by default.
+DEFAULT_STORE = Path("mlflow.db")
+MLFLOW_UI = "http://127.0.0.1:5000"
 
 
 @contextmanager
@@ -40,6 +43,21 @@ def _store_creation_lock(tracking_uri: str | None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def ui_address(tracking_uri: str | None, experiment_id: str, run_id: str) -> str:
+    """`mlflow ui[ --backend-store-uri URI]: <run page>`, or just the page on a tracking server.
+
+    The page opens in the UI's "Model training" view (`workflowType=machine_learning`), which lists runs with
+    their metrics; without it MLflow 3 opens experiments in its GenAI view.
+    """
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    if tracking_uri is not None and tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    command = "mlflow ui"
+    if tracking_uri is not None and Path(tracking_uri.removeprefix("sqlite:///")).resolve() != DEFAULT_STORE.resolve():
+        command += f" --backend-store-uri {tracking_uri}"
+    return f"{command}: {MLFLOW_UI}/{page}"
+
+
 class MlflowRun:
     """One MLflow run: created on construction, closed with :meth:`finish` as FINISHED, FAILED or KILLED.
 
@@ -57,8 +75,14 @@ class MlflowRun:
             experiment_id = (
                 experiment.experiment_id if experiment is not None else self.client.create_experiment(experiment_name)
             )
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
         self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
         self.finished = False
+
+    def ui_address(self) -> str:
+        """How to look at this run: the `mlflow ui` command for the store, and the run's page in it."""
+        return ui_address(self.tracking_uri, self.experiment_id, self.run_id)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log flat params (values stringified and cut to MLflow's length limit)."""
