@@ -118,7 +118,7 @@ def _make_recorder(cfg: DictConfig, env_id: str) -> TestEpisodeRecorder | None:
 def _make_model(cfg: DictConfig, spec: AlgorithmSpec, env: VecEnv, checkpoint: Checkpoint | None) -> Any:
     if checkpoint is None:
         return spec.build(cfg.algorithm, env, cfg.seed, cfg.device)
-    return load_model(cfg, spec, checkpoint, env, with_replay_buffer=True)
+    return load_model(cfg, spec, checkpoint, env, with_replay_buffer=True, key="restore_from")
 
 
 def _prepare_run_dir(cfg: DictConfig, run_dir: Path | None) -> Path:

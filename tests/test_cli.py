@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from stable_baselines3 import PPO
 
 from experiment.cli import command_line_problem
@@ -19,6 +22,7 @@ from experiment.epoch_loop import steps_per_epoch
 from tests.conftest import PROJECT_ROOT, TINY, run_train_cli
 from util.callbacks import ProgressBar
 
+# `{corrupt_run}` is a run directory whose checkpoint/model.zip is garbage, `{closed_port}` a port nobody serves.
 BAD_INPUT = [
     (["env=NoSuchEnv-v0"], "env: unknown env id 'NoSuchEnv-v0'"),
     (["env=FetchReac-v4"], "did you mean: FetchReach-v4"),
@@ -32,21 +36,77 @@ BAD_INPUT = [
     (["env=no_such_module_xyz:Thing-v0"], "env: module 'no_such_module_xyz' of env=no_such_module_xyz:Thing-v0 failed"),
     (["no_such_key=1"], "no_such_key: unknown config key (allowed top-level keys:"),
     (["env_subprocess=sometimes"], "env_subprocess: unknown value 'sometimes' (allowed: auto, true, false)"),
+    # Mistakes Hydra itself refuses, which it reports in several lines with exit 1
+    (["n_epoch=2"], "n_epoch: unknown config key, did you mean n_epochs? (allowed top-level keys:"),
+    (["algorithm.learner.batchsize=512"], "algorithm.learner.batchsize: unknown config key, did you mean algorithm.learner.batch_size? (keys of algorithm.learner in conf/algorithm/her.yaml: batch_size,"),
+    (["algorithm=hac", "algorithm.time_scale=[5,-1]"], "did you mean algorithm.time_scales? (keys of algorithm in conf/algorithm/hac.yaml:"),
+    (["hydra.sweeper.n_trail=3"], "hydra.sweeper.n_trail: unknown config key, did you mean hydra.sweeper.n_trials?"),
+    (["env_kwargs.reward_type=dense"], "env_kwargs.reward_type: env_kwargs is empty; add a key with +env_kwargs.reward_type=dense"),
+    (["tuned=AntReacher-v1"], "tuned: a preset is added with a leading '+': write +tuned=AntReacher-v1 (presets in conf/tuned/: AntReacher-v1,"),
+    (["tuned=FetchPush-v4"], "tuned: a preset is added with a leading '+' (+tuned=<preset>), and 'FetchPush-v4' is not one of them (presets in conf/tuned/:"),
+    (["+tuned=FetchPush-v4"], "tuned: unknown option 'FetchPush-v4' (allowed: AntReacher-v1, PointMaze_Large-v3, PointMaze_Medium-v3)"),
+    (["seed=[1,2"], "seed: cannot parse override 'seed=[1,2'"),
+    (["algorithm=her,sac"], "algorithm: algorithm=her,sac is a sweep, which needs --multirun"),
+    (["seed=${sed}"], "seed: Interpolation key 'sed' not found"),
+    # Values that only the env or the learner can judge
+    (["algorithm=hac", "algorithm.time_scales=[0,-1]"], "algorithm.time_scales: entries must be integers >= 1 or -1"),
+    (["algorithm=hac", "algorithm.time_scales=[5,-3]"], "algorithm.time_scales: entries must be integers >= 1 or -1"),
+    (["algorithm=hac", "algorithm.subgoal_test_perc=1.5"], "algorithm.subgoal_test_perc: must be a probability in [0, 1], got 1.5"),
+    (["algorithm=hac", "algorithm.subgoal_test_perc=-0.1"], "algorithm.subgoal_test_perc: must be a probability in [0, 1]"),
+    (["render_freq=0"], "render_freq: must be an integer >= 1, got 0"),
+    (["env=tests.goal_env_faults:ScalarReward-v0", "algorithm.model_class=dqn"], "env: ScalarReward-v0.compute_reward answered a batch of 4 goal pairs with shape (); it must be vectorised"),
+    (["env=tests.goal_env_faults:ColumnReward-v0", "algorithm.model_class=dqn"], "env: ColumnReward-v0.compute_reward answered a batch of 4 goal pairs with shape (4, 1); it must be vectorised"),
+    (["env=tests.goal_env_faults:NoComputeReward-v0", "algorithm.model_class=dqn"], "env: algorithm=her needs the goal env method compute_reward(achieved_goal, desired_goal, info)"),
+    (["algorithm=hac", "env=tests.goal_env_faults:NoComputeReward-v0"], "env: algorithm=hac needs the goal env method compute_reward"),
+    (["restore_from={corrupt_run}"], "restore_from: the checkpoint in {corrupt_run}/checkpoint does not load"),
+    (["mlflow.tracking_uri=http://127.0.0.1:{closed_port}"], "mlflow.tracking_uri: no MLflow tracking server answers at http://127.0.0.1:{closed_port}"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[a[0][0] for a in BAD_INPUT])
+def _corrupt_run(folder: Path) -> Path:
+    """A run directory as training leaves it, but with a damaged checkpoint/model.zip."""
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("main")
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    state = {"epoch": 1, "env_steps": 200, "history": {}, "wall_seconds": 1.0, "early_stopped": False}
+    (folder / "checkpoint" / "state.json").write_text(json.dumps(state))
+    (folder / "checkpoint" / "model.zip").write_bytes(b"not a zip file")
+    return folder
+
+
+def _fill(text: str, slots: dict[str, str]) -> str:
+    for name, value in slots.items():
+        text = text.replace(f"{{{name}}}", value)
+    return text
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # free once the socket closes: nothing listens there
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a[0]) for a in BAD_INPUT])
 def test_bad_input_exits_2_with_one_line_and_leaves_nothing(args: list[str], message: str, tmp_path: Path) -> None:
     store = tmp_path / "mlflow.db"
+    slots = {"corrupt_run": "", "closed_port": ""}
+    if any("{corrupt_run}" in arg for arg in args):
+        slots["corrupt_run"] = str(_corrupt_run(tmp_path / "corrupt_run"))
+    if any("{closed_port}" in arg for arg in args):
+        slots["closed_port"] = str(_closed_port())
+    started = time.time()
     result = run_train_cli(
-        *args, f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri=sqlite:///{store}", cwd=tmp_path
+        f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri=sqlite:///{store}", "comet.mode=off",
+        *(_fill(arg, slots) for arg in args), cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert message in lines[0]
+    assert lines[0].startswith("error: ") and _fill(message, slots) in lines[0]
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*"))
     assert not store.exists()  # no MLflow run was even started
+    assert time.time() - started < 120  # an unreachable tracking server fails at once, not after minutes of retries
 
 
 def test_unknown_keys_are_found_before_hydra_runs() -> None:

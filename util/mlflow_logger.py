@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +15,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from stable_baselines3.common.logger import KVWriter
+
+from util.errors import ConfigError
 
 _PARAM_VALUE_LIMIT = 6000
 _BATCH_LIMIT = 100  # MLflow accepts at most 100 params per batch call
@@ -56,6 +60,26 @@ def ui_address(tracking_uri: str | None, experiment_id: str, run_id: str) -> str
     if tracking_uri is not None and Path(tracking_uri.removeprefix("sqlite:///")).resolve() != DEFAULT_STORE.resolve():
         command += f" --backend-store-uri {tracking_uri}"
     return f"{command}: {MLFLOW_UI}/{page}"
+
+
+def check_tracking_server(tracking_uri: str | None, timeout: float = 5.0) -> None:
+    """ConfigError naming `mlflow.tracking_uri` if it names a tracking server that does not answer.
+
+    MLflow's client retries an unreachable server for minutes (with backoff) before it fails; one plain request
+    with a timeout tells at once. Any HTTP answer counts as reachable; other stores are not probed.
+    """
+    if tracking_uri is None or not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError(
+            "mlflow.tracking_uri", f"no MLflow tracking server answers at {tracking_uri} ({reason}); start one "
+            "(`mlflow server`) or use null for the local store ./mlflow.db"
+        ) from None
 
 
 class MlflowRun:
