@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from util.callbacks import EpisodeStatsCallback, ProgressBar
@@ -66,6 +67,15 @@ def sweep_score(history: list[float], last_n: int) -> float:
     return sum(history) / len(history) + sum(tail) / len(tail)
 
 
+def steps_per_epoch(model: Any, eval_after_n_steps: int) -> int:
+    """Env steps one epoch really takes: `eval_after_n_steps`, rounded up to whole rollouts for on-policy
+    learners (PPO collects `n_steps` per env before it checks the budget)."""
+    if isinstance(model, OnPolicyAlgorithm):
+        rollout = model.n_steps * model.n_envs
+        return math.ceil(eval_after_n_steps / rollout) * rollout
+    return eval_after_n_steps
+
+
 class EpochLoop:
     """Runs epochs of `eval_after_n_steps` env steps on a model, each followed by `n_test_rollouts` tests.
 
@@ -110,7 +120,8 @@ class EpochLoop:
     def run_epochs(self) -> LoopState:
         """Train until `n_epochs` are done or early stopping triggers; returns the final state."""
         cfg = self.cfg
-        total = cfg.n_epochs * cfg.eval_after_n_steps
+        remaining = max(cfg.n_epochs - self.state.epoch, 0) * steps_per_epoch(self.model, cfg.eval_after_n_steps)
+        total = self.model.num_timesteps + remaining
         with ProgressBar(total, self.model.num_timesteps, enabled=cfg.progress_bar) as bar:
             callbacks = [self.episode_stats, bar.callback(), self.stop.callback()]
             while self.state.epoch < cfg.n_epochs and not self.state.early_stopped and not self.ended_by_hook:

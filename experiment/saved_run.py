@@ -137,8 +137,24 @@ def restore_normalization(env: VecEnv, checkpoint: Checkpoint, required: bool) -
 
 
 def load_model(
-    cfg: DictConfig, spec: AlgorithmSpec, checkpoint: Checkpoint, env: VecEnv, with_replay_buffer: bool
+    cfg: DictConfig,
+    spec: AlgorithmSpec,
+    checkpoint: Checkpoint,
+    env: VecEnv,
+    with_replay_buffer: bool,
+    key: str = "run_dir",
 ) -> Any:
-    """The checkpoint's model bound to `env`, with its replay buffer when training resumes."""
+    """The checkpoint's model bound to `env`, with its replay buffer when training resumes.
+
+    A checkpoint that does not load (a damaged file, another algorithm's model) is bad input: ConfigError
+    under `key`, the config key that named the run directory.
+    """
     buffer = checkpoint.replay_buffer if with_replay_buffer else None
-    return spec.load(cfg.algorithm, checkpoint.model, env, str(cfg.get("device", "auto")), buffer)
+    try:
+        return spec.load(cfg.algorithm, checkpoint.model, env, str(cfg.get("device", "auto")), buffer)
+    except ConfigError:
+        raise
+    except Exception as error:  # whatever unpickling or unzipping a damaged file raises
+        raise ConfigError(
+            key, f"the checkpoint in {checkpoint.folder} does not load ({type(error).__name__}: {error})"
+        ) from None

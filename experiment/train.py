@@ -5,9 +5,16 @@
 
 from __future__ import annotations
 
+import sys
+
+from experiment.cli import check_command_line, register_resolvers
+
+if __name__ == "__main__":
+    # A config mistake exits 2 with one line here, before the imports below (torch, SB3, MLflow) take seconds.
+    check_command_line(sys.argv[1:])
+
 import logging
 import shutil
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,7 +29,6 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from experiment.cli import check_command_line, register_resolvers
 from experiment.epoch_loop import EpochHook, EpochLoop, LoopState, sweep_score
 from experiment.saved_run import (
     TEST_SEED_OFFSET,
@@ -126,7 +132,7 @@ def _make_recorder(cfg: DictConfig, env_id: str) -> TestEpisodeRecorder | None:
 def _make_model(cfg: DictConfig, spec: AlgorithmSpec, env: VecEnv, checkpoint: Checkpoint | None) -> Any:
     if checkpoint is None:
         return spec.build(cfg.algorithm, env, cfg.seed, cfg.device)
-    return load_model(cfg, spec, checkpoint, env, with_replay_buffer=True)
+    return load_model(cfg, spec, checkpoint, env, with_replay_buffer=True, key="restore_from")
 
 
 def _prepare_run_dir(cfg: DictConfig, run_dir: Path | None) -> Path:
@@ -187,23 +193,23 @@ def _train_in_run_dir(
     state = LoopState.from_json(checkpoint.state) if checkpoint is not None else LoopState()
     state.early_stopped = False
     # A scheduler's SIGTERM checkpoints like Ctrl-C; both take effect between env steps.
-    stop = StopBetweenSteps()
-    loop = EpochLoop(cfg, model, train_env, eval_env, run, run_dir, state, epoch_hooks, recorder, stop)
-    with _log_file(run_dir), stop:
+    interrupts = StopBetweenSteps()
+    loop = EpochLoop(cfg, model, train_env, eval_env, run, run_dir, state, epoch_hooks, recorder, interrupts)
+    with _log_file(run_dir), interrupts:
         try:
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
             log.info("run %s in %s", run.run_id, run_dir)
             if checkpoint is not None:
                 log.info(
-                    "resumed %s from %s at %d env steps, epoch %d",
-                    cfg.restore_from, checkpoint.folder.name, model.num_timesteps, state.epoch,
+                    "resumed from %s: %s env steps, %d epochs done",
+                    checkpoint.folder.parent.resolve(), f"{model.num_timesteps:,}", state.epoch,
                 )
             loop.run_epochs()
             loop.checkpoint()
             history = state.history.get(cfg.early_stop_data_column, [])
             score = sweep_score(history, cfg.early_stop_last_n)
             run.log_metrics({"hyperopt/score": score}, step=model.num_timesteps)
-            log.info("done after %d epochs, %d env steps, score %.3f", state.epoch, model.num_timesteps, score)
+            log.info("hyperopt/score %.3f (the sweep objective) after %s env steps", score, f"{model.num_timesteps:,}")
         except (KeyboardInterrupt, TrainingStopped) as stop:
             log.warning("stopped (%s) at %d env steps: writing a checkpoint", stop or "interrupt", model.num_timesteps)
             loop.checkpoint()
@@ -217,7 +223,37 @@ def _train_in_run_dir(
             raise
     _upload_artifacts(run, run_dir)
     run.finish("FINISHED")
+    log.info(_final_line(cfg, state, model.num_timesteps, run_dir, run))
     return score
+
+
+def _final_line(cfg: DictConfig, state: LoopState, env_steps: int, run_dir: Path, run: MlflowRun) -> str:
+    """The console's last line: what the run reached, at what cost, where it is and how to look at it."""
+    column = cfg.early_stop_data_column
+    history = state.history.get(column, [])
+    reached = f"{column} {history[-1]:.2f}" if history else f"no {column}"
+    why = "early stop" if state.early_stopped else f"{state.epoch} epoch{'s' if state.epoch != 1 else ''}"
+    return (
+        f"done ({why}): {reached} after {env_steps:,} env steps, {_duration(state.wall_seconds)}; "
+        f"run dir {_shown_path(run_dir)}; {run.ui_address()}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (as a user typed base_logdir)."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
 
 
 def _upload_artifacts(run: MlflowRun, run_dir: Path) -> None:
@@ -261,5 +297,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_command_line(sys.argv[1:])
     main()

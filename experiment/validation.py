@@ -6,6 +6,7 @@ import torch
 from omegaconf import DictConfig
 
 from util.errors import ConfigError
+from util.mlflow_logger import check_tracking_server
 from util.video import check_render_test
 
 RENDER_MODES = ("none", "record", "display")
@@ -47,3 +48,4 @@ def validate_config(cfg: DictConfig) -> None:
     if not (cfg.env_subprocess == "auto" or isinstance(cfg.env_subprocess, bool)):
         raise ConfigError("env_subprocess", f"unknown value {cfg.env_subprocess!r}", ["auto", "true", "false"])
     check_render_test(cfg.render_test)
+    check_tracking_server(cfg.mlflow.tracking_uri)

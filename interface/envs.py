@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import importlib
 import importlib.util
 import io
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
@@ -26,6 +30,8 @@ with contextlib.redirect_stderr(io.StringIO()):
 gym.register_envs(gymnasium_robotics)
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
+# Goal pairs in the batch `check_goal_env` asks `compute_reward` about.
+REWARD_PROBE_BATCH = 4
 
 
 def resolve_env_id(env_id: str) -> str:
@@ -39,6 +45,7 @@ def resolve_env_id(env_id: str) -> str:
     name = env_id
     if ":" in env_id:
         module, name = env_id.split(":", 1)
+        _make_working_directory_importable()
         try:
             importlib.import_module(module)
         except Exception as error:  # any import-time failure of user code is bad input
@@ -56,14 +63,15 @@ def resolve_env_id(env_id: str) -> str:
     raise ConfigError("env", f"unknown env id '{name}'{hint}")
 
 
-def is_goal_env(env: gym.Env) -> bool:
-    """True if the env follows gymnasium-robotics' goal-env API (Dict obs with goals, compute_reward)."""
-    space = env.observation_space
-    return (
-        isinstance(space, gym.spaces.Dict)
-        and all(key in space.spaces for key in GOAL_KEYS)
-        and callable(getattr(env.unwrapped, "compute_reward", None))
-    )
+def _make_working_directory_importable() -> None:
+    """Let `env=my_envs:Id` find `my_envs.py` in the folder training runs from, as `python -m` would.
+
+    `python experiment/train.py` puts experiment/ on sys.path, not the working directory. It is appended, so a
+    file there never shadows an installed package; sweep trials start in the same folder and pass here too.
+    """
+    cwd = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        sys.path.append(cwd)
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
@@ -121,12 +129,53 @@ def goal_functions(vec_env: VecEnv) -> tuple[Callable, Callable | None]:
 
 
 def check_goal_env(vec_env: VecEnv, key: str, who: str) -> None:
-    """Raise a ConfigError naming `key` if the env is not a goal env."""
+    """Raise a ConfigError naming `key` if the env is not a goal env with a vectorised `compute_reward`.
+
+    HER and HAC recompute rewards of relabelled goals in one `compute_reward` call per batch, so it is called
+    here once on a small batch of goal pairs: a scalar or a wrongly shaped answer would otherwise turn into
+    wrong rewards, or an error deep inside the first gradient step.
+    """
     unwrapped = vec_env.get_attr("unwrapped", indices=[0])[0]
-    if not is_goal_env(unwrapped):
+    name = unwrapped.spec.id if unwrapped.spec else type(unwrapped).__name__
+    space = vec_env.observation_space
+    if not (isinstance(space, gym.spaces.Dict) and all(goal_key in space.spaces for goal_key in GOAL_KEYS)):
         raise ConfigError(
             key,
             f"{who} needs a goal env (Dict observation with {', '.join(GOAL_KEYS)} and compute_reward); "
-            f"{unwrapped.spec.id if unwrapped.spec else type(unwrapped).__name__} is not one",
+            f"{name} is not one",
+        )
+    if not callable(getattr(unwrapped, "compute_reward", None)):
+        raise ConfigError(
+            key,
+            f"{who} needs the goal env method compute_reward(achieved_goal, desired_goal, info), vectorised over "
+            f"a batch of goals; {name} has a goal observation but no compute_reward",
+        )
+    _check_vectorised_reward(goal_functions(vec_env)[0], space, key, name)
+
+
+def _check_vectorised_reward(compute_reward: Callable, space: gym.spaces.Dict, key: str, name: str) -> None:
+    """Call `compute_reward` as HER does, on a batch of goal pairs drawn from copies of the goal spaces (the
+    env's own spaces and random generators are left untouched)."""
+    achieved, desired = (_goal_batch(space[goal_key], seed) for seed, goal_key in enumerate(GOAL_KEYS[1:]))
+    expected = (REWARD_PROBE_BATCH,)
+    infos = [{} for _ in range(REWARD_PROBE_BATCH)]
+    try:
+        reward = np.asarray(compute_reward(achieved, desired, infos))
+    except Exception as error:  # user code: any failure on a batch is bad input
+        raise ConfigError(
+            key,
+            f"{name}.compute_reward failed on a batch of {REWARD_PROBE_BATCH} goal pairs ({type(error).__name__}: "
+            f"{error}); it must be vectorised: goals of shape (batch, ...) in, rewards of shape (batch,) out",
+        ) from None
+    if reward.shape != expected:
+        raise ConfigError(
+            key,
+            f"{name}.compute_reward answered a batch of {REWARD_PROBE_BATCH} goal pairs with shape {reward.shape}; "
+            f"it must be vectorised: one reward per pair, shape {expected}",
         )
 
+
+def _goal_batch(goal_space: gym.spaces.Space, seed: int) -> np.ndarray:
+    probe = copy.deepcopy(goal_space)
+    probe.seed(seed)
+    return np.stack([probe.sample() for _ in range(REWARD_PROBE_BATCH)])

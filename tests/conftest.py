@@ -57,14 +57,21 @@ def make_cfg(tmp_path: Path, tracking_uri: str) -> Callable[..., DictConfig]:
     return _make
 
 
-def run_train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python experiment/train.py args...` as a user would, capturing output."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def run_train_cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None, merge_stderr: bool = False
+) -> subprocess.CompletedProcess:
+    """Run `python experiment/train.py args...` as a user would, capturing output.
+
+    The project root is on PYTHONPATH so that test env modules (`env=tests.<module>:Id`) import from any `cwd`;
+    `env` adds variables; `merge_stderr` interleaves stderr into stdout in the order a terminal shows them.
+    """
+    environment = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(PROJECT_ROOT), **(env or {}))
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), *args],
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
         timeout=timeout,
-        env=env,
+        env=environment,
     )

@@ -68,7 +68,10 @@ class ProgressBar:
         self.task = self.progress.add_task(
             "training", total=total_steps, completed=start_step, fps=0.0, success="-"
         )
-        self._window_start = (time.perf_counter(), start_step)
+        self.total_steps = total_steps
+        self._start = (time.perf_counter(), start_step)
+        self._window_start = self._start
+        self._window_rated = False
 
     def __enter__(self) -> ProgressBar:
         self.progress.start()
@@ -78,15 +81,25 @@ class ProgressBar:
         self.progress.stop()
 
     def update(self, steps: int, test_success: float | None = None) -> None:
-        """Move the bar to `steps` env steps; recompute steps/s over the time since the last update."""
+        """Move the bar to `steps` env steps.
+
+        Steps/s is the rate over the last window of more than a second; until one has passed (a short run), the
+        rate since the bar started. A learner that overshoots the planned total moves the total along.
+        """
         now = time.perf_counter()
         then, steps_then = self._window_start
         fields: dict[str, Any] = {}
         if now - then > 1.0:
             fields["fps"] = (steps - steps_then) / (now - then)
             self._window_start = (now, steps)
+            self._window_rated = True
+        elif not self._window_rated and now > self._start[0]:
+            fields["fps"] = (steps - self._start[1]) / (now - self._start[0])
         if test_success is not None:
             fields["success"] = f"{test_success:.2f}"
+        if steps > self.total_steps:
+            self.total_steps = steps
+            fields["total"] = steps
         self.progress.update(self.task, completed=steps, **fields)
 
     def callback(self, every: int = 50) -> BaseCallback:

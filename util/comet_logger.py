@@ -46,6 +46,9 @@ _EXPERIMENT_OPTIONS: dict[str, Any] = {
 def _import_comet() -> Any:
     # Without this, comet_ml warns that it was imported after torch and patches frameworks we never use.
     os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+    # Its INFO lines ("still saving offline stats...", the upload command) come after training's last line;
+    # CometMirror.end logs where the archive is and how to send it instead.
+    os.environ.setdefault("COMET_LOGGING_CONSOLE", "WARNING")
     import comet_ml
 
     return comet_ml

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +16,13 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from stable_baselines3.common.logger import KVWriter
 
+from util.errors import ConfigError
+
 _PARAM_VALUE_LIMIT = 6000
 _BATCH_LIMIT = 100  # MLflow accepts at most 100 params per batch call
+# MLflow's default store (relative to the working directory) and where `mlflow ui` serves it by default.
+DEFAULT_STORE = Path("mlflow.db")
+MLFLOW_UI = "http://127.0.0.1:5000"
 
 
 @contextmanager
@@ -40,6 +47,41 @@ def _store_creation_lock(tracking_uri: str | None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def ui_address(tracking_uri: str | None, experiment_id: str, run_id: str) -> str:
+    """`mlflow ui[ --backend-store-uri URI]: <run page>`, or just the page on a tracking server.
+
+    The page opens in the UI's "Model training" view (`workflowType=machine_learning`), which lists runs with
+    their metrics; without it MLflow 3 opens experiments in its GenAI view.
+    """
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    if tracking_uri is not None and tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    command = "mlflow ui"
+    if tracking_uri is not None and Path(tracking_uri.removeprefix("sqlite:///")).resolve() != DEFAULT_STORE.resolve():
+        command += f" --backend-store-uri {tracking_uri}"
+    return f"{command}: {MLFLOW_UI}/{page}"
+
+
+def check_tracking_server(tracking_uri: str | None, timeout: float = 5.0) -> None:
+    """ConfigError naming `mlflow.tracking_uri` if it names a tracking server that does not answer.
+
+    MLflow's client retries an unreachable server for minutes (with backoff) before it fails; one plain request
+    with a timeout tells at once. Any HTTP answer counts as reachable; other stores are not probed.
+    """
+    if tracking_uri is None or not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError(
+            "mlflow.tracking_uri", f"no MLflow tracking server answers at {tracking_uri} ({reason}); start one "
+            "(`mlflow server`) or use null for the local store ./mlflow.db"
+        ) from None
+
+
 class MlflowRun:
     """One MLflow run: created on construction, closed with :meth:`finish` as FINISHED, FAILED or KILLED.
 
@@ -57,8 +99,14 @@ class MlflowRun:
             experiment_id = (
                 experiment.experiment_id if experiment is not None else self.client.create_experiment(experiment_name)
             )
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
         self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
         self.finished = False
+
+    def ui_address(self) -> str:
+        """How to look at this run: the `mlflow ui` command for the store, and the run's page in it."""
+        return ui_address(self.tracking_uri, self.experiment_id, self.run_id)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log flat params (values stringified and cut to MLflow's length limit)."""
