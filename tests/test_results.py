@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from experiment.cli import register_resolvers
 from experiment.train import train
 from experiment.validation import validate_config
+from interface.algorithms import get_algorithm
+from interface.envs import make_vec_env
 from tests.conftest import CONF_DIR, TINY
 from tests.test_train import CONTRACT_METRICS
 from util.comet_logger import CometMirror, offline_archives, upload_offline_archive
@@ -187,25 +189,19 @@ def test_offline_archives_are_found_and_a_failed_upload_is_reported_not_raised(t
     assert upload_offline_archive(archive, timeout=120) is False
 
 
-class _HierarchyStub:
-    """Stands in for a hierarchical learner: one subgoal for the lowest layer, then the env's goal."""
-
-    def __init__(self, subgoal: np.ndarray, goal: np.ndarray) -> None:
-        self.goals = [subgoal, goal]
-
-    def current_subgoals(self) -> list[np.ndarray]:
-        return self.goals
-
-
-def test_subgoal_markers_are_drawn_into_the_next_frame_only() -> None:
+def test_subgoal_markers_of_a_real_hierarchy_are_drawn_into_the_next_frame_only(make_cfg) -> None:
     select_gl_backend("record")
+    cfg = make_cfg("algorithm=hac", "algorithm.time_scales=[5,-1]")
+    hac = get_algorithm("hac").build(cfg.algorithm, make_vec_env("FetchReach-v4", {}, 0), 0, "cpu")
     env = gym.make("FetchReach-v4", render_mode="rgb_array", width=96, height=96)
     recorder = TestEpisodeRecorder(env, "record", render_freq=1, seed=0)
     try:
         observation, _ = env.reset(seed=0)
         plain = np.asarray(env.render()).copy()
-        grip = observation["achieved_goal"]
-        recorder.mark_subgoals(_HierarchyStub(grip + np.array([0.0, 0.0, 0.05]), observation["desired_goal"]))
+        # The hierarchy picks its subgoal for this observation, as it does when the recorder asks for an action.
+        hac.predict(observation, episode_start=np.ones(1, dtype=bool), deterministic=True)
+        assert len(hac.current_subgoals()) == 2
+        recorder.mark_subgoals(hac)
         marked = np.asarray(env.render()).copy()
         again = np.asarray(env.render())
     finally:
