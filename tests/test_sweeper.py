@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.ideas_optuna_sweeper._impl import RESULTS_FILE, STOP_FILE
+from hydra_plugins.ideas_optuna_sweeper._records import RESULTS_FILE
+from hydra_plugins.ideas_optuna_sweeper._scheduling import STOP_FILE
 from hydra_plugins.ideas_optuna_sweeper._search_space import parse_search_space
 from tests.sweeper_faults import sweep_command
 from util.comet_logger import offline_archives
