@@ -52,7 +52,7 @@ class TaskKeys:
         """Read the keys; ConfigError if `search_space` is not a mapping."""
         env = config.get("env")
         algorithm = OmegaConf.select(config, "algorithm.name")
-        entries, where = _search_space(config)
+        entries, where = search_space_entries(config)
         return cls(
             env=None if env is None else str(env),
             algorithm=None if algorithm is None else str(algorithm),
@@ -78,11 +78,12 @@ class TaskKeys:
         return self.launcher == BASIC_LAUNCHER
 
 
-def _search_space(config: DictConfig) -> tuple[dict[str, Any], str]:
-    """The search space entries and where they are written.
+def search_space_entries(config: DictConfig) -> tuple[dict[str, Any], str]:
+    """The config's search space entries (key -> override expression) and where they are written.
 
     conf/main.yaml sets `search_space: ${oc.select:algorithm.search_space,{}}`: the algorithm's default space
-    until the user sets `search_space` (command line or preset); `~search_space` leaves no config space at all.
+    (named `algorithm.search_space` in errors) until the user sets `search_space` on the command line or in a
+    preset; `~search_space` or `search_space={}` leaves no config space at all.
     """
     if "search_space" not in config:
         return {}, "search_space"
