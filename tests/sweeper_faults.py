@@ -6,7 +6,8 @@ process with SIGKILL on reset, `nan_success` reports `is_success = NaN` (so the 
 after `early_stop_last_n` epochs / one that runs all its epochs),
 `sleep<seconds>` (e.g. `sleep10`) waits that long when the env is made: a trial that takes time but no CPU, for
 measuring a sweep's own parallelism on a busy machine (`experiment/benchmarks/benchmark_sweep_workers.py --trial sleep`).
-:func:`sweep_command` is a tiny `--multirun` over this env, as the sweeper tests start it.
+:func:`sweep_command` is a tiny `--multirun` over this env, as the sweeper tests start it; :func:`multirun_command`
+the same without the env, for sweeps of other configs.
 """
 
 from __future__ import annotations
@@ -56,17 +57,35 @@ if "Faulty-v0" not in gym.registry:
     gym.register(id="Faulty-v0", entry_point=FaultyBitFlippingEnv, max_episode_steps=4)
 
 
-def sweep_command(tmp: Path, *args: str, name: str = "sweep") -> tuple[list[str], dict[str, str]]:
-    """Command and environment of a 2-epoch DQN `--multirun` on Faulty-v0 in `tmp` (sweep dir `tmp/<name>`).
+def multirun_command(tmp: Path, *args: str, name: str = "sweep") -> tuple[list[str], dict[str, str]]:
+    """Command and environment of a `train.py --multirun` with overrides `args` in `tmp` (sweep dir `tmp/<name>`).
 
-    `args` are further overrides; MLflow goes to `tmp/<name>-mlflow.db` (`tmp/mlflow.db` for the default name),
-    study `faults`, Comet off and no API key (HOME is `tmp`).
+    MLflow goes to `tmp/<name>-mlflow.db` (`tmp/mlflow.db` for the default name), Comet is off and there is no
+    API key (HOME is `tmp`), no progress bar.
     """
     mlflow_db = tmp / ("mlflow.db" if name == "sweep" else f"{name}-mlflow.db")
     command = [
         sys.executable,
         str(PROJECT_ROOT / "experiment" / "train.py"),
         "--multirun",
+        "progress_bar=false",
+        "comet.mode=off",
+        f"mlflow.tracking_uri=sqlite:///{mlflow_db}",
+        f"base_logdir={tmp / 'data'}",
+        f"hydra.sweep.dir={tmp / name}",
+        *args,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1", HOME=str(tmp))
+    env.pop("COMET_API_KEY", None)
+    return command, env
+
+
+def sweep_command(tmp: Path, *args: str, name: str = "sweep") -> tuple[list[str], dict[str, str]]:
+    """Command and environment of a 2-epoch DQN `--multirun` on Faulty-v0 in `tmp` (see :func:`multirun_command`).
+
+    `args` are further overrides; the study is `faults` and the search space only what `args` sweep.
+    """
+    faulty = [
         "env=tests.sweeper_faults:Faulty-v0",
         "~search_space",
         "algorithm.model_class=dqn",
@@ -74,14 +93,6 @@ def sweep_command(tmp: Path, *args: str, name: str = "sweep") -> tuple[list[str]
         "eval_after_n_steps=100",
         "n_test_rollouts=2",
         "algorithm.learner.learning_starts=50",
-        "progress_bar=false",
-        "comet.mode=off",
-        f"mlflow.tracking_uri=sqlite:///{mlflow_db}",
-        f"base_logdir={tmp / 'data'}",
-        f"hydra.sweep.dir={tmp / name}",
         "hydra.sweeper.study_name=faults",
-        *args,
     ]
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1", HOME=str(tmp))
-    env.pop("COMET_API_KEY", None)
-    return command, env
+    return multirun_command(tmp, *faulty, *args, name=name)

@@ -25,13 +25,12 @@ import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from experiment.benchmarks.benchmark_sweep_workers import LocalPostgres, free_port, postgres_bin_dir
 from experiment.cli import register_resolvers
-from hydra_plugins.ideas_optuna_sweeper._impl import OptunaSweep
 from hydra_plugins.ideas_optuna_sweeper._shared_study import trials_in_budget
+from hydra_plugins.ideas_optuna_sweeper._validation import validate_settings
 from hydra_plugins.ideas_optuna_sweeper.config import IdeasOptunaSweeperConf
 from tests.sweeper_faults import PROJECT_ROOT, sweep_command
 from util.errors import ConfigError
@@ -116,11 +115,9 @@ def test_bad_heartbeat_setting_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["nosuchdb://host/db", "mysql://user@host/db", "not a url"])
-def test_unusable_storage_url_is_a_config_error_naming_the_forms(tmp_path: Path, url: str) -> None:
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    sweep = OptunaSweep(IdeasOptunaSweeperConf(storage=url), None, None, config)  # type: ignore[arg-type]
+def test_unusable_storage_url_is_a_config_error_naming_the_forms(url: str) -> None:
     with pytest.raises(ConfigError, match="postgresql\\+psycopg://") as error:
-        sweep._validate_settings()
+        validate_settings(IdeasOptunaSweeperConf(storage=url), n_epochs=1)
     assert error.value.key == "hydra.sweeper.storage"
 
 

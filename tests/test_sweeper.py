@@ -6,6 +6,7 @@ trial raise, return NaN or kill its own process, with a grid over the faults so 
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.ideas_optuna_sweeper._impl import RESULTS_FILE, STOP_FILE
+from hydra_plugins.ideas_optuna_sweeper._records import RESULTS_FILE
+from hydra_plugins.ideas_optuna_sweeper._scheduling import STOP_FILE
 from hydra_plugins.ideas_optuna_sweeper._search_space import parse_search_space
-from tests.sweeper_faults import sweep_command
+from hydra_plugins.ideas_optuna_sweeper._study import SweepStudy
+from hydra_plugins.ideas_optuna_sweeper._task import TaskKeys
+from hydra_plugins.ideas_optuna_sweeper._validation import SweepPlan
+from hydra_plugins.ideas_optuna_sweeper.config import IdeasOptunaSweeperConf
+from tests.sweeper_faults import PROJECT_ROOT, sweep_command
 from util.comet_logger import offline_archives
 from util.errors import ConfigError
 from util.trial_reporting import (
@@ -46,6 +52,12 @@ def _study(tmp: Path) -> optuna.Study:
     return optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp / 'sweep' / 'optuna.db'}")
 
 
+def _trial_id(storage: str, study: optuna.Study, trial: optuna.Trial) -> int:
+    """A trial's storage-wide id, through optuna's public storage API (as the sweeper finds it)."""
+    rdb = optuna.storages.RDBStorage(storage)
+    return rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(study.study_name), trial.number)
+
+
 def test_plugin_is_discovered_without_importing_optuna() -> None:
     code = (
         "import sys; from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
@@ -55,6 +67,53 @@ def test_plugin_is_discovered_without_importing_optuna() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True).stdout
     assert "IdeasOptunaSweeper" in out and out.strip().endswith("False")
     assert any(p.__name__ == "IdeasOptunaSweeper" for p in Plugins.instance().discover(Sweeper))
+
+
+def _private_uses(path: Path) -> list[str]:
+    """`x._name` on anything but `self`/`cls`, and imports from other packages' `_private` modules, in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+        modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        modules += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] not in ("hydra_plugins", "util") and any(p.startswith("_") for p in parts if p != "__future__"):
+                found.append(f"{path.name}:{node.lineno}: import {module}")
+    return found
+
+
+def test_the_sweeper_uses_no_private_attributes_of_optuna_or_hydra() -> None:
+    """Optuna may rename its private attributes in any release (requirements allow optuna>=4,<6)."""
+    files = [*(PROJECT_ROOT / "hydra_plugins").rglob("*.py"), PROJECT_ROOT / "util" / "trial_reporting.py"]
+    assert len(files) > 5
+    assert [use for path in files for use in _private_uses(path)] == []
+    assert _private_uses(Path(__file__)) == []  # the tests below reach optuna the same way
+
+
+def test_the_study_finds_trial_ids_and_attributes_through_its_own_storage(tmp_path: Path) -> None:
+    settings = IdeasOptunaSweeperConf(storage=f"sqlite:///{tmp_path / 'ids.db'}", study_name="ids", n_trials=3)
+    task = TaskKeys(env="e", algorithm="a", n_epochs=2, seed=0, metric="m", tracking_uri=None, experiment_name="x")
+    space = parse_search_space({"x": "choice(1, 2)"}, [])
+    other = optuna.create_study(storage=settings.storage, study_name="other")  # ids and numbers now differ
+    other.ask()
+    study = SweepStudy(SweepPlan(settings, task, space, {}))
+    try:
+        trials = [study.ask(0) for _ in range(3)]
+        assert study.ask(0) is None  # n_trials=3 used up
+        for trial in trials:
+            assert trial is not None
+            trial_id = study.trial_id(trial)
+            assert study.storage.get_trial(trial_id).number == trial.number != trial_id
+            link = TrialLink(study.url, "ids", trial_id, "m", "none", learned_cap=True)
+            study.study.set_user_attr(EPOCH_CAP_ATTR, 1)
+            (hook,) = epoch_hooks(link.to_environ())
+            assert hook(1, {"m": 0.5})  # the trial's process marks it capped, the sweep sees that
+            assert study.user_attrs(trial) == {CAPPED_AT_ATTR: 1}
+    finally:
+        study.close()
 
 
 def test_search_space_parsing() -> None:
@@ -134,7 +193,7 @@ def test_a_trial_fed_a_bad_curve_is_pruned(tmp_path: Path) -> None:
     kwargs = {"n_startup_trials": 2, "n_warmup_steps": 2}  # epoch 1 is warm-up
     good, bad = study.ask(), study.ask()
     for trial, curve in ((good, [0.5, 0.9, 1.0]), (bad, [0.0, 0.0, 0.0])):
-        link = TrialLink(storage, "prune", trial._trial_id, "test/success_rate", "median", kwargs)
+        link = TrialLink(storage, "prune", _trial_id(storage, study, trial), "test/success_rate", "median", kwargs)
         (hook,) = epoch_hooks(link.to_environ())
         hook(1, {"test/success_rate": curve[0]})  # warm-up step: never pruned
         if trial is bad:
@@ -163,7 +222,8 @@ def test_a_trial_that_stopped_on_success_holds_its_value_so_later_zero_curves_ar
 
     def zero_at_epoch_6_is_pruned() -> bool:
         trial = study.ask()
-        (hook,) = epoch_hooks(TrialLink(storage, "hold", trial._trial_id, "m", "median", link_kwargs).to_environ())
+        link = TrialLink(storage, "hold", _trial_id(storage, study, trial), "m", "median", link_kwargs)
+        (hook,) = epoch_hooks(link.to_environ())
         try:
             hook(6, {"m": 0.0})
         except TrialPruned:
@@ -174,7 +234,8 @@ def test_a_trial_that_stopped_on_success_holds_its_value_so_later_zero_curves_ar
 
     assert not zero_at_epoch_6_is_pruned()  # epoch 6's median is over the never-learning trials only: 0
     for trial in successes:
-        assert hold_value_after_success(study._storage, trial._trial_id, 10) == 7
+        rdb = optuna.storages.RDBStorage(storage)
+        assert hold_value_after_success(rdb, _trial_id(storage, study, trial), 10) == 7
         study.tell(trial, 1.7)
     held = optuna.load_study(study_name="hold", storage=storage).trials[successes[0].number].intermediate_values
     assert held == {1: 0.0, 2: 0.9, **dict.fromkeys(range(3, 11), 1.0)}
@@ -187,7 +248,7 @@ def test_the_learned_epoch_cap_ends_a_running_trial_at_its_next_epoch(tmp_path: 
     capped, uncapped = study.ask(), study.ask()
     hooks = {}
     for trial, learned_cap in ((capped, True), (uncapped, False)):
-        link = TrialLink(storage, "cap", trial._trial_id, "m", "none", learned_cap=learned_cap)
+        link = TrialLink(storage, "cap", _trial_id(storage, study, trial), "m", "none", learned_cap=learned_cap)
         (hooks[trial.number],) = epoch_hooks(link.to_environ())
     assert not hooks[capped.number](6, {"m": 0.0})  # no cap learned yet
     study.set_user_attr(EPOCH_CAP_ATTR, 5)  # meanwhile another trial early-stopped after 3 epochs

@@ -107,16 +107,18 @@ def _distribution(override: Override, where: str) -> BaseDistribution:
     raise ConfigError(where, f"unsupported sweep {override.input_line!r}", ["choice", "range", "interval", "tag"])
 
 
-def parse_search_space(entries: Mapping[str, Any], cli_overrides: Sequence[str]) -> SearchSpace:
-    """Parse `search_space` (key -> override expression) and the command line's overrides.
+def parse_search_space(
+    entries: Mapping[str, Any], cli_overrides: Sequence[str], source: str = "search_space"
+) -> SearchSpace:
+    """Parse the config's search space (key -> override expression, written at `source`) and the command line's.
 
     Sweeps on the command line join the space (replacing an entry of the same key); plain command-line values
-    stay fixed overrides. Raises ConfigError naming `search_space.<key>` (or the command-line key) for any
-    entry that is not a valid sweep.
+    stay fixed overrides (and so pin a key the config's space sweeps). Raises ConfigError naming
+    `<source>.<key>` (or the command-line key) for any entry that is not a valid sweep.
     """
     parser = OverridesParser.create()
     space = SearchSpace()
-    items = [(f"search_space.{key}", f"{key}={value}") for key, value in entries.items()]
+    items = [(f"{source}.{key}", f"{key}={value}") for key, value in entries.items()]
     items += [(line.split("=", 1)[0].lstrip("+~"), line) for line in cli_overrides]
     for where, line in items:
         try:

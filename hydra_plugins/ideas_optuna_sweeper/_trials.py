@@ -11,8 +11,8 @@ import functools
 import math
 import multiprocessing
 import os
-import signal
 import select
+import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field

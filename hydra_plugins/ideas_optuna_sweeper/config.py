@@ -13,8 +13,9 @@ DIRECTIONS = ("maximize", "minimize")
 class IdeasOptunaSweeperConf:
     """`hydra.sweeper.*`: what a sweep explores, how it runs trials and when it stops.
 
-    The search space is the top-level `search_space` of the app's config (Hydra override syntax), plus any
-    sweep overrides (`key=choice(...)`, `interval`, `range`) given on the command line.
+    The search space is the top-level `search_space` of the app's config (Hydra override syntax; by default
+    the chosen algorithm's `algorithm.search_space`), plus any sweep overrides (`key=choice(...)`, `interval`,
+    `range`) given on the command line.
     """
 
     _target_: str = "hydra_plugins.ideas_optuna_sweeper.ideas_optuna_sweeper.IdeasOptunaSweeper"
