@@ -6,7 +6,7 @@ PYTHON  := $(VENV)/bin/python
 ARGS    ?=
 JOBS    ?= 2
 
-.PHONY: setup setup-dev train test test-slow test-matrix test-function bench docs clean
+.PHONY: setup setup-dev train test lint test-slow test-matrix test-function bench docs clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -44,8 +44,13 @@ setup-dev: $(VENV)/.installed-dev
 train: setup
 	$(PYTHON) experiment/train.py $(ARGS)
 
-test: setup-dev
+# Lint and format check (ruff, configured in pyproject.toml), then the test suite.
+test: setup-dev lint
 	$(PYTHON) -m pytest -n $(JOBS) --durations=15 $(ARGS)
+
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-slow: setup-dev
 	$(PYTHON) -m pytest -m slow --durations=15 $(ARGS)

@@ -192,7 +192,9 @@ def _explain_composition_error(
         missing = error.missing_cfg_file or ""
         group, _, option = missing.rpartition("/")
         return f"{group or 'config'}: unknown option {option!r}{did_you_mean(option, error.options)} (allowed: {', '.join(error.options)})"
-    group_overrides = [o.input_line or "" for o in overrides if _is_group_override(o, conf_dir) and not o.is_sweep_override()]
+    group_overrides = [
+        o.input_line or "" for o in overrides if _is_group_override(o, conf_dir) and not o.is_sweep_override()
+    ]
     try:
         base = _compose(conf_dir, config_name, group_overrides, multirun)
     except (HydraException, OmegaConfBaseException):

@@ -95,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run directory of experiment/train.py (with checkpoint/)")
     parser.add_argument("--episodes", type=int, default=100, help="deterministic test episodes (default 100)")
-    parser.add_argument("--seed", type=int, default=None, help=f"test env seed (default: run seed + {RETEST_SEED_OFFSET})")
+    parser.add_argument(
+        "--seed", type=int, default=None, help=f"test env seed (default: run seed + {RETEST_SEED_OFFSET})"
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     args = parser.parse_args(argv)
     try:

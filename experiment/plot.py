@@ -486,8 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for group in groups:
             group.label = names.get(group.label, group.label)
         for group, final in zip(groups, final_estimates(groups, args.statistic)):
-            print(f"{group.label}: {group.n_runs} runs, final {args.statistic} {final.point:.3f} "
-                  f"[{final.low:.3f}, {final.high:.3f}]")
+            print(
+                f"{group.label}: {group.n_runs} runs, final {args.statistic} {final.point:.3f} "
+                f"[{final.low:.3f}, {final.high:.3f}]"
+            )
         note = None
         if len(groups) == 2:
             improvement = probability_of_improvement(*groups)

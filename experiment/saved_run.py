@@ -32,9 +32,23 @@ CONFIG_FILE = "config.yaml"
 # What a resumed run may change: how long and how it goes on, and where it logs; not what or how it learns.
 RESUMABLE_KEYS = frozenset(
     {
-        "n_epochs", "n_test_rollouts", "early_stop_data_column", "early_stop_threshold", "early_stop_last_n",
-        "render_test", "render_freq", "base_logdir", "save_model_freq", "restore_from", "device", "torch_threads",
-        "env_subprocess", "progress_bar", "mlflow", "comet", "search_space",
+        "n_epochs",
+        "n_test_rollouts",
+        "early_stop_data_column",
+        "early_stop_threshold",
+        "early_stop_last_n",
+        "render_test",
+        "render_freq",
+        "base_logdir",
+        "save_model_freq",
+        "restore_from",
+        "device",
+        "torch_threads",
+        "env_subprocess",
+        "progress_bar",
+        "mlflow",
+        "comet",
+        "search_space",
     }
 )
 # Group options on the command line stand for the whole group; these keys tell which option a saved run used.

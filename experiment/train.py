@@ -202,7 +202,9 @@ def _train_in_run_dir(
             if checkpoint is not None:
                 log.info(
                     "resumed from %s: %s env steps, %d epochs done",
-                    checkpoint.folder.parent.resolve(), f"{model.num_timesteps:,}", state.epoch,
+                    checkpoint.folder.parent.resolve(),
+                    f"{model.num_timesteps:,}",
+                    state.epoch,
                 )
             loop.run_epochs()
             loop.checkpoint()

@@ -106,7 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     print_table(
         "performance tests",
-        ["combination", "result", "seeds passing", "bar", "best value per seed", "median steps to bar", "median wall s"],
+        [
+            "combination",
+            "result",
+            "seeds passing",
+            "bar",
+            "best value per seed",
+            "median steps to bar",
+            "median wall s",
+        ],
         rows,
     )
     failed = [r for r in results if not r.passed]

@@ -35,7 +35,14 @@ def _one_of(value: object, key: str, allowed: tuple[str, ...]) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value cannot work."""
-    for key in ("n_epochs", "eval_after_n_steps", "n_test_rollouts", "early_stop_last_n", "render_freq", "torch_threads"):
+    for key in (
+        "n_epochs",
+        "eval_after_n_steps",
+        "n_test_rollouts",
+        "early_stop_last_n",
+        "render_freq",
+        "torch_threads",
+    ):
         _integer_at_least(cfg, key, 1)
     _integer_at_least(cfg, "save_model_freq", 0)
     _integer_at_least(cfg, "seed", 0)

@@ -141,7 +141,7 @@ class MujocoGoalEnv(MujocoRobotEnv):
     def _marker_mocap_id(self, body_name: str) -> int:
         mocap_id = int(self.model.body_mocapid[self._model_names.body_name2id[body_name]])
         if mocap_id < 0:
-            raise ValueError(f"goal marker body {body_name!r} must be a mocap body (mocap=\"true\")")
+            raise ValueError(f'goal marker body {body_name!r} must be a mocap body (mocap="true")')
         return mocap_id
 
     def site_position(self, name: str) -> np.ndarray:

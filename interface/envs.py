@@ -53,7 +53,9 @@ def resolve_env_id(env_id: str) -> str:
     if name in gym.registry:
         if "MujocoPy" in str(gym.registry[name].entry_point) and importlib.util.find_spec("mujoco_py") is None:
             family = name.rsplit("-v", 1)[0] + "-v"
-            newer = [i for i in gym.registry if i.startswith(family) and "MujocoPy" not in str(gym.registry[i].entry_point)]
+            newer = [
+                i for i in gym.registry if i.startswith(family) and "MujocoPy" not in str(gym.registry[i].entry_point)
+            ]
             raise ConfigError(
                 "env", f"'{name}' needs mujoco-py, which no longer installs; use the official-MuJoCo version", newer
             )

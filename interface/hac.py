@@ -41,7 +41,9 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
         kwargs = learner_kwargs(algorithm_cfg, name, action_space, env.observation_space, overrides)
         kwargs["replay_buffer_kwargs"] = buffer_kwargs
         try:
-            learner = build_layer_learner(LEARNERS[name].cls, env.observation_space, action_space, kwargs, seed + index, device)
+            learner = build_layer_learner(
+                LEARNERS[name].cls, env.observation_space, action_space, kwargs, seed + index, device
+            )
         except TypeError as error:
             raise ConfigError("algorithm.learner", f"{name} rejected its settings: {error}") from None
         learners.append(learner)
@@ -69,7 +71,9 @@ def _subgoal_radii(algorithm_cfg: DictConfig, n_layers: int) -> list[float | Non
     if len(radii) != n_layers - 1 or not all(
         isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in radii
     ):
-        raise ConfigError(key, f"must be null, a positive number or {n_layers - 1} positive numbers (top first), got {configured!r}")
+        raise ConfigError(
+            key, f"must be null, a positive number or {n_layers - 1} positive numbers (top first), got {configured!r}"
+        )
     return [float(r) for r in radii]
 
 
@@ -100,7 +104,9 @@ def _check_reward_convention(env: VecEnv) -> None:
 def _layer_classes(algorithm_cfg: DictConfig) -> list[str]:
     classes = algorithm_cfg.get("layer_classes")
     if not OmegaConf.is_list(classes) or len(classes) == 0:
-        raise ConfigError("algorithm.layer_classes", f"must be a non-empty list, top layer first, got {classes!r}", HAC_LAYER_CLASSES)
+        raise ConfigError(
+            "algorithm.layer_classes", f"must be a non-empty list, top layer first, got {classes!r}", HAC_LAYER_CLASSES
+        )
     for name in classes:
         if name not in HAC_LAYER_CLASSES:
             raise ConfigError("algorithm.layer_classes", f"unknown layer class {name!r}", HAC_LAYER_CLASSES)
@@ -119,14 +125,18 @@ def _time_scales(algorithm_cfg: DictConfig, n_layers: int, max_steps: int | None
     if not OmegaConf.is_list(scales) or len(scales) != n_layers:
         raise ConfigError(key, f"needs one entry per algorithm.layer_classes entry ({n_layers}), got {scales!r}")
     if any(isinstance(h, bool) or not isinstance(h, int) or (h < 1 and h != -1) for h in scales):
-        raise ConfigError(key, f"entries must be integers >= 1 or -1 (fill from the episode length), got {list(scales)}")
+        raise ConfigError(
+            key, f"entries must be integers >= 1 or -1 (fill from the episode length), got {list(scales)}"
+        )
     scales = [int(h) for h in scales]
     if scales.count(-1) > 1:
         raise ConfigError(key, f"at most one entry may be -1, got {scales}")
     if -1 in scales:
         known = int(np.prod([h for h in scales if h != -1]))
         if max_steps is None or max_steps % known != 0:
-            raise ConfigError(key, f"cannot fill -1: the env's max episode steps ({max_steps}) is not a multiple of {known}")
+            raise ConfigError(
+                key, f"cannot fill -1: the env's max episode steps ({max_steps}) is not a multiple of {known}"
+            )
         scales[scales.index(-1)] = max_steps // known
     return scales
 
@@ -134,7 +144,9 @@ def _time_scales(algorithm_cfg: DictConfig, n_layers: int, max_steps: int | None
 def _per_layer(algorithm_cfg: DictConfig, n_layers: int) -> list[dict[str, Any]]:
     per_layer = algorithm_cfg.get("per_layer") or []
     if len(per_layer) not in (0, n_layers):
-        raise ConfigError("algorithm.per_layer", f"needs 0 or {n_layers} entries (top layer first), got {len(per_layer)}")
+        raise ConfigError(
+            "algorithm.per_layer", f"needs 0 or {n_layers} entries (top layer first), got {len(per_layer)}"
+        )
     return [OmegaConf.to_container(entry, resolve=True) or {} for entry in per_layer] or [{} for _ in range(n_layers)]  # type: ignore[misc]
 
 
@@ -147,7 +159,9 @@ def _subgoal_bounds(algorithm_cfg: DictConfig, env: VecEnv) -> tuple[np.ndarray,
     if configured is not None:
         bounds = np.asarray(OmegaConf.to_container(configured), dtype=np.float32)
         if bounds.shape != (2, *goal_space.shape) or np.any(bounds[0] >= bounds[1]):
-            raise ConfigError(key, f"must be [[low...], [high...]] with low < high, {goal_space.shape} each, got {configured!r}")
+            raise ConfigError(
+                key, f"must be [[low...], [high...]] with low < high, {goal_space.shape} each, got {configured!r}"
+            )
         return bounds[0], bounds[1]
     if goal_space.is_bounded():
         return goal_space.low.astype(np.float32), goal_space.high.astype(np.float32)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +53,10 @@ def make_cfg(tmp_path: Path, tracking_uri: str) -> Callable[..., DictConfig]:
                 "main",
                 # Comet is off unless a test asks for it: its offline archive adds seconds to every run.
                 overrides=[
-                    f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri={tracking_uri}", "comet.mode=off", *overrides
+                    f"base_logdir={tmp_path / 'data'}",
+                    f"mlflow.tracking_uri={tracking_uri}",
+                    "comet.mode=off",
+                    *overrides,
                 ],
             )
 
@@ -75,3 +81,25 @@ def run_train_cli(
         timeout=timeout,
         env=environment,
     )
+
+
+def interrupt_train_cli(*args: str, run_dir: Path, cwd: Path, after_epoch: int, timeout: float = 240) -> dict:
+    """Start `python experiment/train.py args...` in `run_dir`, send SIGINT once epoch `after_epoch` is logged,
+    check that it exits 130, and return its checkpoint's state."""
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(PROJECT_ROOT)),
+    )
+    log = run_dir / "train.log"
+    deadline = time.time() + timeout
+    while not (log.exists() and f"epoch {after_epoch} " in log.read_text()):
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    return json.loads((run_dir / "checkpoint" / "state.json").read_text())

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from stable_baselines3 import PPO
 
 from experiment.cli import command_line_problem
 from experiment.epoch_loop import steps_per_epoch
-from tests.conftest import PROJECT_ROOT, TINY, run_train_cli
+from tests.conftest import PROJECT_ROOT, TINY, interrupt_train_cli, run_train_cli
 from util.callbacks import ProgressBar
 
 # `{corrupt_run}` is a run directory whose checkpoint/model.zip is garbage, `{closed_port}` a port nobody serves.
@@ -38,28 +35,67 @@ BAD_INPUT = [
     (["env_subprocess=sometimes"], "env_subprocess: unknown value 'sometimes' (allowed: auto, true, false)"),
     # Mistakes Hydra itself refuses, which it reports in several lines with exit 1
     (["n_epoch=2"], "n_epoch: unknown config key, did you mean n_epochs? (allowed top-level keys:"),
-    (["algorithm.learner.batchsize=512"], "algorithm.learner.batchsize: unknown config key, did you mean algorithm.learner.batch_size? (keys of algorithm.learner in conf/algorithm/her.yaml: batch_size,"),
-    (["algorithm=hac", "algorithm.time_scale=[5,-1]"], "did you mean algorithm.time_scales? (keys of algorithm in conf/algorithm/hac.yaml:"),
+    (
+        ["algorithm.learner.batchsize=512"],
+        "algorithm.learner.batchsize: unknown config key, did you mean algorithm.learner.batch_size? (keys of algorithm.learner in conf/algorithm/her.yaml: batch_size,",
+    ),
+    (
+        ["algorithm=hac", "algorithm.time_scale=[5,-1]"],
+        "did you mean algorithm.time_scales? (keys of algorithm in conf/algorithm/hac.yaml:",
+    ),
     (["hydra.sweeper.n_trail=3"], "hydra.sweeper.n_trail: unknown config key, did you mean hydra.sweeper.n_trials?"),
-    (["env_kwargs.reward_type=dense"], "env_kwargs.reward_type: env_kwargs is empty; add a key with +env_kwargs.reward_type=dense"),
-    (["tuned=AntReacher-v1"], "tuned: a preset is added with a leading '+': write +tuned=AntReacher-v1 (presets in conf/tuned/: AntReacher-v1,"),
-    (["tuned=FetchPush-v4"], "tuned: a preset is added with a leading '+' (+tuned=<preset>), and 'FetchPush-v4' is not one of them (presets in conf/tuned/:"),
-    (["+tuned=FetchPush-v4"], "tuned: unknown option 'FetchPush-v4' (allowed: AntReacher-v1, PointMaze_Large-v3, PointMaze_Medium-v3)"),
+    (
+        ["env_kwargs.reward_type=dense"],
+        "env_kwargs.reward_type: env_kwargs is empty; add a key with +env_kwargs.reward_type=dense",
+    ),
+    (
+        ["tuned=AntReacher-v1"],
+        "tuned: a preset is added with a leading '+': write +tuned=AntReacher-v1 (presets in conf/tuned/: AntReacher-v1,",
+    ),
+    (
+        ["tuned=FetchPush-v4"],
+        "tuned: a preset is added with a leading '+' (+tuned=<preset>), and 'FetchPush-v4' is not one of them (presets in conf/tuned/:",
+    ),
+    (
+        ["+tuned=FetchPush-v4"],
+        "tuned: unknown option 'FetchPush-v4' (allowed: AntReacher-v1, PointMaze_Large-v3, PointMaze_Medium-v3)",
+    ),
     (["seed=[1,2"], "seed: cannot parse override 'seed=[1,2'"),
     (["algorithm=her,sac"], "algorithm: algorithm=her,sac is a sweep, which needs --multirun"),
     (["seed=${sed}"], "seed: Interpolation key 'sed' not found"),
     # Values that only the env or the learner can judge
     (["algorithm=hac", "algorithm.time_scales=[0,-1]"], "algorithm.time_scales: entries must be integers >= 1 or -1"),
     (["algorithm=hac", "algorithm.time_scales=[5,-3]"], "algorithm.time_scales: entries must be integers >= 1 or -1"),
-    (["algorithm=hac", "algorithm.subgoal_test_perc=1.5"], "algorithm.subgoal_test_perc: must be a probability in [0, 1], got 1.5"),
-    (["algorithm=hac", "algorithm.subgoal_test_perc=-0.1"], "algorithm.subgoal_test_perc: must be a probability in [0, 1]"),
+    (
+        ["algorithm=hac", "algorithm.subgoal_test_perc=1.5"],
+        "algorithm.subgoal_test_perc: must be a probability in [0, 1], got 1.5",
+    ),
+    (
+        ["algorithm=hac", "algorithm.subgoal_test_perc=-0.1"],
+        "algorithm.subgoal_test_perc: must be a probability in [0, 1]",
+    ),
     (["render_freq=0"], "render_freq: must be an integer >= 1, got 0"),
-    (["env=tests.goal_env_faults:ScalarReward-v0", "algorithm.model_class=dqn"], "env: ScalarReward-v0.compute_reward answered a batch of 4 goal pairs with shape (); it must be vectorised"),
-    (["env=tests.goal_env_faults:ColumnReward-v0", "algorithm.model_class=dqn"], "env: ColumnReward-v0.compute_reward answered a batch of 4 goal pairs with shape (4, 1); it must be vectorised"),
-    (["env=tests.goal_env_faults:NoComputeReward-v0", "algorithm.model_class=dqn"], "env: algorithm=her needs the goal env method compute_reward(achieved_goal, desired_goal, info)"),
-    (["algorithm=hac", "env=tests.goal_env_faults:NoComputeReward-v0"], "env: algorithm=hac needs the goal env method compute_reward"),
+    (
+        ["env=tests.goal_env_faults:ScalarReward-v0", "algorithm.model_class=dqn"],
+        "env: ScalarReward-v0.compute_reward answered a batch of 4 goal pairs with shape (); it must be vectorised",
+    ),
+    (
+        ["env=tests.goal_env_faults:ColumnReward-v0", "algorithm.model_class=dqn"],
+        "env: ColumnReward-v0.compute_reward answered a batch of 4 goal pairs with shape (4, 1); it must be vectorised",
+    ),
+    (
+        ["env=tests.goal_env_faults:NoComputeReward-v0", "algorithm.model_class=dqn"],
+        "env: algorithm=her needs the goal env method compute_reward(achieved_goal, desired_goal, info)",
+    ),
+    (
+        ["algorithm=hac", "env=tests.goal_env_faults:NoComputeReward-v0"],
+        "env: algorithm=hac needs the goal env method compute_reward",
+    ),
     (["restore_from={corrupt_run}"], "restore_from: the checkpoint in {corrupt_run}/checkpoint does not load"),
-    (["mlflow.tracking_uri=http://127.0.0.1:{closed_port}"], "mlflow.tracking_uri: no MLflow tracking server answers at http://127.0.0.1:{closed_port}"),
+    (
+        ["mlflow.tracking_uri=http://127.0.0.1:{closed_port}"],
+        "mlflow.tracking_uri: no MLflow tracking server answers at http://127.0.0.1:{closed_port}",
+    ),
 ]
 
 
@@ -97,8 +133,11 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(args: list[str], mes
         slots["closed_port"] = str(_closed_port())
     started = time.time()
     result = run_train_cli(
-        f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri=sqlite:///{store}", "comet.mode=off",
-        *(_fill(arg, slots) for arg in args), cwd=tmp_path,
+        f"base_logdir={tmp_path / 'data'}",
+        f"mlflow.tracking_uri=sqlite:///{store}",
+        "comet.mode=off",
+        *(_fill(arg, slots) for arg in args),
+        cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -122,12 +161,18 @@ def test_unknown_keys_are_found_before_hydra_runs() -> None:
     "args,message",
     [
         # nested keys are checked against the chosen group's yaml (a preset can choose it)
-        (["algorithm=hac", "algorithm.time_scale=[5,-1]"], "did you mean algorithm.time_scales? (keys of algorithm in conf/algorithm/hac.yaml:"),
+        (
+            ["algorithm=hac", "algorithm.time_scale=[5,-1]"],
+            "did you mean algorithm.time_scales? (keys of algorithm in conf/algorithm/hac.yaml:",
+        ),
         (["+tuned=PointMaze_Large-v3", "algorithm.dense_hindsigt=true"], "conf/algorithm/hac.yaml"),
         (["algorithm.per_model_class.sac.ent_coeff=0.1"], "did you mean algorithm.per_model_class.sac.ent_coef?"),
         (["--multirun", "algorithm.learner.batchsize=128,256"], "did you mean algorithm.learner.batch_size?"),
         (["hydra.sweeper.n_trail=3"], "did you mean hydra.sweeper.n_trials? (keys of hydra.sweeper:"),
-        (["hydra/launcher=submitit_locl"], "hydra/launcher: unknown option 'submitit_locl', did you mean submitit_local?"),
+        (
+            ["hydra/launcher=submitit_locl"],
+            "hydra/launcher: unknown option 'submitit_locl', did you mean submitit_local?",
+        ),
         (["+tuned=PointMaze_Lage-v3"], "did you mean PointMaze_Large-v3?"),
         (["tuned=AntReacher-v1"], "write +tuned=AntReacher-v1 (presets in conf/tuned/:"),
         (["seed=${sed}"], "seed: Interpolation key 'sed' not found"),
@@ -152,19 +197,7 @@ def test_interrupt_writes_a_checkpoint_and_restore_continues(tmp_path: Path) -> 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = [*TINY, "algorithm.learner.learning_starts=100", f"mlflow.tracking_uri={store}", "save_model_freq=0"]
     run_dir = tmp_path / "first"
-    process = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), *common, "n_epochs=100", f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log = run_dir / "train.log"
-    _wait_for(lambda: log.exists() and "epoch 2 " in log.read_text(), timeout=240)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    state = interrupt_train_cli(*common, "n_epochs=100", run_dir=run_dir, cwd=tmp_path, after_epoch=2)
     assert state["epoch"] >= 2
     # Interrupted during epoch 3 or later: the checkpoint holds every env step taken, finished epoch or not.
     saved_steps = state["env_steps"]
@@ -177,7 +210,10 @@ def test_interrupt_writes_a_checkpoint_and_restore_continues(tmp_path: Path) -> 
 
     resumed_dir = tmp_path / "resumed"
     result = run_train_cli(
-        *common, f"n_epochs={state['epoch'] + 2}", f"restore_from={run_dir}", f"hydra.run.dir={resumed_dir}",
+        *common,
+        f"n_epochs={state['epoch'] + 2}",
+        f"restore_from={run_dir}",
+        f"hydra.run.dir={resumed_dir}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -231,8 +267,15 @@ gym.register(id="Reach-v0", entry_point="my_envs:ReachEnv", max_episode_steps=20
 def test_env_module_in_the_working_directory_is_found(tmp_path: Path) -> None:
     (tmp_path / "my_envs.py").write_text(MY_ENVS)
     result = run_train_cli(
-        "env=my_envs:Reach-v0", "n_epochs=1", "eval_after_n_steps=200", "n_test_rollouts=2", "progress_bar=false",
-        "algorithm.learner.learning_starts=100", "comet.mode=off", "env_subprocess=true", cwd=tmp_path,
+        "env=my_envs:Reach-v0",
+        "n_epochs=1",
+        "eval_after_n_steps=200",
+        "n_test_rollouts=2",
+        "progress_bar=false",
+        "algorithm.learner.learning_starts=100",
+        "comet.mode=off",
+        "env_subprocess=true",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the folder training ran from
@@ -249,8 +292,14 @@ FINAL_LINE = re.compile(
 def test_last_console_line_says_what_the_run_reached_and_where_to_look(tmp_path: Path) -> None:
     # Comet writes an offline archive (no API key under this HOME): its own messages must not follow the line.
     result = run_train_cli(
-        *TINY, "n_epochs=1", "algorithm.learner.learning_starts=100", "comet.mode=offline", "progress_bar=true",
-        cwd=tmp_path, env={"HOME": str(tmp_path), "COMET_API_KEY": ""}, merge_stderr=True,
+        *TINY,
+        "n_epochs=1",
+        "algorithm.learner.learning_starts=100",
+        "comet.mode=offline",
+        "progress_bar=true",
+        cwd=tmp_path,
+        env={"HOME": str(tmp_path), "COMET_API_KEY": ""},
+        merge_stderr=True,
     )
     assert result.returncode == 0, result.stdout
     last = result.stdout.strip().splitlines()[-1]

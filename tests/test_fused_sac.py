@@ -195,7 +195,7 @@ def test_joint_adam_step_equals_each_optimizers_step() -> None:
         return [th.optim.Adam(params[:2], lr=1e-2, fused=True), th.optim.Adam(params[2:], lr=1e-2, fused=True)]
 
     ours, theirs = optimizers(weights), optimizers(copies)
-    for step in range(4):
+    for _ in range(4):
         gradients = [th.randn(5, 3) for _ in weights]
         for w, c, g in zip(weights, copies, gradients):
             w.grad, c.grad = g.clone(), g.clone()

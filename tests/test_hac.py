@@ -43,7 +43,11 @@ class ChainEnv(gym.Env):
 
     def _obs(self) -> dict[str, np.ndarray]:
         here = np.array([self.position], dtype=np.float32)
-        return {"observation": here, "achieved_goal": here.copy(), "desired_goal": np.array([self.goal], dtype=np.float32)}
+        return {
+            "observation": here,
+            "achieved_goal": here.copy(),
+            "desired_goal": np.array([self.goal], dtype=np.float32),
+        }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
@@ -252,8 +256,11 @@ def test_test_sub_episodes_are_judged_on_the_final_observation_of_the_episode(ma
 @pytest.mark.parametrize("layers", ["[sac,sac]", "[tqc,tqc]", "[td3,ddpg]"])
 def test_save_load_round_trip_gives_identical_actions(layers: str, make_cfg, tmp_path: Path) -> None:
     model = _hac_on_chain(
-        make_cfg, f"algorithm.layer_classes={layers}", "algorithm.learner.learning_starts=10",
-        "algorithm.learner.batch_size=16", "algorithm.learner.buffer_size=1000",
+        make_cfg,
+        f"algorithm.layer_classes={layers}",
+        "algorithm.learner.learning_starts=10",
+        "algorithm.learner.batch_size=16",
+        "algorithm.learner.buffer_size=1000",
     )
     model.learn(60)
     path = tmp_path / "hac.zip"
@@ -278,8 +285,11 @@ def test_save_load_round_trip_gives_identical_actions(layers: str, make_cfg, tmp
 
 def test_tqc_layers_bound_their_target_quantiles_and_report_q_mean(make_cfg) -> None:
     model = _hac_on_chain(
-        make_cfg, "algorithm.layer_classes=[tqc,tqc]", "algorithm.learner.learning_starts=10",
-        "algorithm.learner.batch_size=16", "algorithm.learner.buffer_size=1000",
+        make_cfg,
+        "algorithm.layer_classes=[tqc,tqc]",
+        "algorithm.learner.learning_starts=10",
+        "algorithm.learner.batch_size=16",
+        "algorithm.learner.buffer_size=1000",
     )
     model.learn(60)
     for index, learner in enumerate(model.learners):
@@ -328,7 +338,10 @@ def test_one_layer_is_flat_her(make_cfg) -> None:
         (["algorithm.layer_classes=[sac,dqn]"], "algorithm.layer_classes"),
         (["algorithm.time_scales=[5,2,-1]"], "algorithm.time_scales"),
         (["algorithm.time_scales=[4,-1]"], "algorithm.time_scales"),
-        (["algorithm.time_scales=[3,-1]", "algorithm.goal_selection_strategy=random"], "algorithm.goal_selection_strategy"),
+        (
+            ["algorithm.time_scales=[3,-1]", "algorithm.goal_selection_strategy=random"],
+            "algorithm.goal_selection_strategy",
+        ),
         (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_test_perc=1.5"], "algorithm.subgoal_test_perc"),
         (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_radius=-1"], "algorithm.subgoal_radius"),
         (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_radius=[1,2]"], "algorithm.subgoal_radius"),
@@ -405,7 +418,10 @@ def _wrapper_chain(vec_env) -> list[gym.Env]:
 def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_zero_convention(make_cfg) -> None:
     env = make_vec_env("PointMaze_UMaze-v3", {"continuing_task": False}, seed=0)
     cfg = make_cfg(
-        "algorithm=hac", "env=PointMaze_UMaze-v3", "algorithm.time_scales=[10,-1]", "algorithm.subgoal_test_perc=1.0",
+        "algorithm=hac",
+        "env=PointMaze_UMaze-v3",
+        "algorithm.time_scales=[10,-1]",
+        "algorithm.subgoal_test_perc=1.0",
         "algorithm.learner.learning_starts=10000",
     )
     model = build_hac(cfg.algorithm, env, seed=0, device="cpu")
@@ -436,9 +452,18 @@ def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_z
 
 def test_two_layer_smoke_run_on_point_maze(make_cfg, tracking_uri: str, tmp_path: Path) -> None:
     overrides = [
-        "n_epochs=1", "eval_after_n_steps=300", "n_test_rollouts=1", "progress_bar=false", "save_model_freq=0",
-        "env=PointMaze_UMaze-v3", "+env_kwargs.continuing_task=false", "algorithm=hac", "algorithm.time_scales=[10,-1]",
-        "algorithm.end_on_success=true", "algorithm.learner.learning_starts=100", "algorithm.learner.batch_size=32",
+        "n_epochs=1",
+        "eval_after_n_steps=300",
+        "n_test_rollouts=1",
+        "progress_bar=false",
+        "save_model_freq=0",
+        "env=PointMaze_UMaze-v3",
+        "+env_kwargs.continuing_task=false",
+        "algorithm=hac",
+        "algorithm.time_scales=[10,-1]",
+        "algorithm.end_on_success=true",
+        "algorithm.learner.learning_starts=100",
+        "algorithm.learner.batch_size=32",
     ]
     train(make_cfg(*overrides), run_dir=tmp_path / "maze")
     client = MlflowClient(tracking_uri)

@@ -10,11 +10,17 @@ import interface.envs  # noqa: F401  (registers gymnasium-robotics and our envs)
 from ideas_baselines.her import HindsightReplayBuffer
 
 
-def _fill(env_id: str, strategy: str, n_steps: int, buffer_size: int, seed: int = 0) -> tuple[HindsightReplayBuffer, gym.Env]:
+def _fill(
+    env_id: str, strategy: str, n_steps: int, buffer_size: int, seed: int = 0
+) -> tuple[HindsightReplayBuffer, gym.Env]:
     """Store `n_steps` random-action transitions of `env_id` in a fresh buffer, SB3-style (timeouts in infos)."""
     env = gym.make(env_id)
     buffer = HindsightReplayBuffer(
-        buffer_size, env.observation_space, env.action_space, device="cpu", n_sampled_goal=4,
+        buffer_size,
+        env.observation_space,
+        env.action_space,
+        device="cpu",
+        n_sampled_goal=4,
         goal_selection_strategy=strategy,
     )
     buffer.attach_goal_functions(env.unwrapped.compute_reward, env.unwrapped.compute_terminated)
@@ -114,4 +120,6 @@ def test_sampling_needs_goal_functions_and_replays_unrelabelled_before_the_first
     assert not batch.relabelled.any()
     assert (batch.transition_index < 30).all()
     np.testing.assert_array_equal(batch.rewards, buffer.rewards[batch.transition_index, 0])
-    np.testing.assert_array_equal(batch.observations["desired_goal"], buffer.observations["desired_goal"][batch.transition_index, 0])
+    np.testing.assert_array_equal(
+        batch.observations["desired_goal"], buffer.observations["desired_goal"][batch.transition_index, 0]
+    )

@@ -18,8 +18,8 @@ from ideas_envs.ant_goal_env import AntGoalEnv
 from ideas_envs.blocks.blocks_env import BlocksEnv
 from ideas_envs.button_unlock.button_unlock_env import ButtonUnlockEnv
 from ideas_envs.hook.hook_env import HookEnv
-from ideas_envs.scripted_solvers import TorsoDriver, WaypointFollower, aim_action, four_rooms_path, scripted_success
 from ideas_envs.register_envs import blocks_variants
+from ideas_envs.scripted_solvers import TorsoDriver, WaypointFollower, aim_action, four_rooms_path, scripted_success
 from tests.conftest import TINY
 
 BLOCKS_IDS = [env_id for env_id, _, _ in blocks_variants()]
@@ -37,8 +37,13 @@ def test_all_blocks_ids_registered() -> None:
 
 
 def test_tool_unlock_and_ant_ids_registered() -> None:
-    expected = {"Hook-o1-v1": 150, "ButtonUnlock-o1-v1": 100, "ButtonUnlock-o2-v1": 150, "AntReacher-v1": 500,
-                "Ant4Rooms-v1": 700}
+    expected = {
+        "Hook-o1-v1": 150,
+        "ButtonUnlock-o1-v1": 100,
+        "ButtonUnlock-o2-v1": 150,
+        "AntReacher-v1": 500,
+        "Ant4Rooms-v1": 700,
+    }
     assert {env_id: gym.spec(env_id).max_episode_steps for env_id in expected} == expected
     assert set(expected) <= set(ALL_IDS)
 
@@ -231,7 +236,12 @@ def test_render_rgb_array_shows_the_scene_and_goal(env_id: str) -> None:
 
 
 def test_her_learns_on_blocks_o0(make_cfg, tmp_path: Path) -> None:
-    overrides = ("env=Blocks-o0-gripper_above-v1", "n_epochs=1", "algorithm.learner.learning_starts=100", "comet.mode=off")
+    overrides = (
+        "env=Blocks-o0-gripper_above-v1",
+        "n_epochs=1",
+        "algorithm.learner.learning_starts=100",
+        "comet.mode=off",
+    )
     cfg = make_cfg(*TINY, *overrides)
     score = train(cfg, run_dir=tmp_path / "run")
     assert math.isfinite(score)

@@ -8,10 +8,6 @@ algorithm joins by its line in testing_algos.py, a new feature by one entry here
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +21,7 @@ from experiment import evaluate
 from experiment.testing_algos import TESTING_ALGOS, AlgorithmUnderTest
 from experiment.testing_envs import CONTINUOUS, DISCRETE
 from experiment.train import train
-from tests.conftest import PROJECT_ROOT, run_train_cli
+from tests.conftest import PROJECT_ROOT, interrupt_train_cli, run_train_cli
 
 ENV_OF_KIND = {CONTINUOUS: "FetchReach-v4", DISCRETE: "BitFlipping-v0"}
 EPOCH_STEPS = 100
@@ -66,19 +62,7 @@ def interrupt_and_resume(name: str, tmp_path: Path, make_cfg: Callable, capsys: 
     """SIGINT after the first epoch exits 130 with a checkpoint; `restore_from` continues the env-step counter."""
     first = tmp_path / "first"
     args = [*_overrides(name), f"base_logdir={tmp_path / 'data'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
-    process = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), *args, "n_epochs=1000", f"hydra.run.dir={first}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    log = first / "train.log"
-    deadline = time.time() + 240
-    while not (log.exists() and "epoch 1 " in log.read_text()):
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    saved = json.loads((first / "checkpoint" / "state.json").read_text())
+    saved = interrupt_train_cli(*args, "n_epochs=1000", run_dir=first, cwd=tmp_path, after_epoch=1)
     assert saved["epoch"] >= 1 and saved["env_steps"] >= EPOCH_STEPS
     resumed = tmp_path / "resumed"
     result = run_train_cli(
@@ -104,9 +88,16 @@ def sweep_two_trials(name: str, tmp_path: Path, make_cfg: Callable, capsys: pyte
     """A 2-trial `--multirun` over the algorithm's default search space finishes both trials."""
     sweep_dir = tmp_path / "sweep"
     result = run_train_cli(
-        "--multirun", *_overrides(name), "n_epochs=1", f"base_logdir={tmp_path / 'data'}",
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, timeout=600,
+        "--multirun",
+        *_overrides(name),
+        "n_epochs=1",
+        f"base_logdir={tmp_path / 'data'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     states = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["trials"]
@@ -152,10 +143,18 @@ def test_algorithm_with_feature(
 
 def test_every_algorithm_config_group_is_in_the_matrix() -> None:
     groups = {path.stem for path in (PROJECT_ROOT / "conf" / "algorithm").glob("*.yaml")}
-    covered = {override.split("=", 1)[1] for algo in TESTING_ALGOS.values() for override in algo.overrides
-               if override.startswith("algorithm=")}
-    her_classes = {override.split("=", 1)[1] for algo in TESTING_ALGOS.values() for override in algo.overrides
-                   if override.startswith("algorithm.model_class=")}
+    covered = {
+        override.split("=", 1)[1]
+        for algo in TESTING_ALGOS.values()
+        for override in algo.overrides
+        if override.startswith("algorithm=")
+    }
+    her_classes = {
+        override.split("=", 1)[1]
+        for algo in TESTING_ALGOS.values()
+        for override in algo.overrides
+        if override.startswith("algorithm.model_class=")
+    }
     assert groups <= covered
     per_model_class = OmegaConf.load(PROJECT_ROOT / "conf" / "algorithm" / "her.yaml").per_model_class
     assert set(per_model_class) <= her_classes

@@ -30,7 +30,9 @@ def test_default_store_is_what_mlflow_ui_shows(make_cfg, tmp_path: Path, monkeyp
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         request = urllib.request.Request(

@@ -215,8 +215,9 @@ def test_figure_names_the_statistic_and_shows_the_note(store: str, tmp_path: Pat
 
 def test_sweep_plot_has_the_trials_and_one_panel_per_param(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        study_name="s", storage=storage, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(
         lambda t: -abs(np.log10(t.suggest_float("lr", 1e-4, 1e-2, log=True)) + 3) + t.suggest_int("k", 2, 8) / 10,

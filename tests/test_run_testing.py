@@ -48,7 +48,9 @@ def test_performance_mode_runs_each_seed_with_the_bar_budget(tmp_path: Path) -> 
         assert part in commands[0].command
 
 
-def _log_run(client: MlflowClient, experiment: str, run_dir: Path, values: list[tuple[int, float]], status: str) -> None:
+def _log_run(
+    client: MlflowClient, experiment: str, run_dir: Path, values: list[tuple[int, float]], status: str
+) -> None:
     run = client.create_run(experiment, tags={"run_dir": str(run_dir.resolve())})
     metrics = [Metric("test/success_rate", v, 0, s) for s, v in values]
     metrics += [Metric("time/wall_seconds", 10.0 * i, 0, s) for i, (s, _) in enumerate(values)]
@@ -86,7 +88,8 @@ def test_validator_counts_passing_failing_and_crashed_seeds(tmp_path: Path, caps
     )
     assert code == 1
     results = {
-        r.name: r for r in validate_performance_testing.judge(check_error_logs.read_outcomes(tmp_path / "cmds.json", logs), uri)
+        r.name: r
+        for r in validate_performance_testing.judge(check_error_logs.read_outcomes(tmp_path / "cmds.json", logs), uri)
     }
     good, bad = results["a-cont__Good-v0"], results["a-cont__Bad-v0"]
     assert [s.passed for s in good.seeds] == [True, True, False] and good.passed
@@ -104,7 +107,10 @@ def _run_script(tmp_path: Path, lines: list[str], procs: int) -> subprocess.Comp
     env = dict(os.environ, RUN_TESTING_DIR=str(tmp_path / "out"))
     return subprocess.run(
         [str(PROJECT_ROOT / "run_testing.sh"), "-t", "function", "-p", str(procs), "-c", str(cmd_file)],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -113,7 +119,7 @@ def test_runner_never_has_more_than_p_commands_alive(tmp_path: Path) -> None:
     line = f'echo "start $(date +%s%N)" >> {trace}; sleep 0.4; echo "end $(date +%s%N)" >> {trace}'
     result = _run_script(tmp_path, [line] * 6, procs=2)
     assert result.returncode == 0, result.stdout + result.stderr
-    events = sorted((int(t), kind) for kind, t in (l.split() for l in trace.read_text().splitlines()))
+    events = sorted((int(t), kind) for kind, t in (line.split() for line in trace.read_text().splitlines()))
     alive = peak = 0
     for _, kind in events:
         alive += 1 if kind == "start" else -1

@@ -333,7 +333,9 @@ def test_sweep_survives_raise_nan_and_kill(fault_sweep: tuple[Path, subprocess.C
     assert "workers idle" in result.stderr + result.stdout
 
 
-def test_sweep_says_once_where_offline_comet_archives_are(fault_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+def test_sweep_says_once_where_offline_comet_archives_are(
+    fault_sweep: tuple[Path, subprocess.CompletedProcess],
+) -> None:
     tmp, result = fault_sweep
     archives = offline_archives(tmp / "sweep")
     assert len(archives) >= 3  # at least the three trials that finished

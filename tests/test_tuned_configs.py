@@ -39,7 +39,9 @@ def test_tuned_preset_sets_only_known_keys_and_its_env(name: str, make_cfg: Call
     settings = {key: value for key, value in preset.items() if key != "defaults"}
     for key in _leaf_keys(settings):
         if not key.startswith("env_kwargs."):
-            assert OmegaConf.select(base, key, default="<missing>") != "<missing>", f"{name}.yaml sets unknown key {key}"
+            assert OmegaConf.select(base, key, default="<missing>") != "<missing>", (
+                f"{name}.yaml sets unknown key {key}"
+            )
         assert OmegaConf.select(tuned, key) == OmegaConf.select(OmegaConf.create(settings), key), key
     assert tuned.env == name
     assert tuned.algorithm.name == (algorithm or base.algorithm.name)
@@ -81,7 +83,10 @@ def test_point_maze_preset_is_the_measured_hac(make_cfg: Callable[..., DictConfi
 def test_point_maze_preset_trains(make_cfg: Callable[..., DictConfig]) -> None:
     """Two tiny epochs of the preset's hierarchy on the maze: relative subgoals and dense hindsight run end to end."""
     cfg = make_cfg(
-        "+tuned=PointMaze_Medium-v3", *TINY, "n_test_rollouts=1", "algorithm.learner.learning_starts=100",
+        "+tuned=PointMaze_Medium-v3",
+        *TINY,
+        "n_test_rollouts=1",
+        "algorithm.learner.learning_starts=100",
         "algorithm.learner.batch_size=32",
     )
     score = train(cfg)

@@ -65,9 +65,7 @@ class ProgressBar:
             TimeRemainingColumn(),
             disable=not enabled,
         )
-        self.task = self.progress.add_task(
-            "training", total=total_steps, completed=start_step, fps=0.0, success="-"
-        )
+        self.task = self.progress.add_task("training", total=total_steps, completed=start_step, fps=0.0, success="-")
         self.total_steps = total_steps
         self._start = (time.perf_counter(), start_step)
         self._window_start = self._start

@@ -128,7 +128,7 @@ class CometMirror:
         for key, value, step in entries:
             by_step.setdefault(int(step), {})[key] = float(value)
         for step, metrics in sorted(by_step.items()):
-            self._call(lambda experiment: experiment.log_metrics(metrics, step=step))
+            self._call(lambda experiment, metrics=metrics, step=step: experiment.log_metrics(metrics, step=step))
 
     def log_tags(self, tags: dict[str, str]) -> None:
         """Mirror key-value tags (as Comet 'others')."""
@@ -142,9 +142,9 @@ class CometMirror:
                 continue
             name = f"{artifact_path}/{file.name}" if artifact_path else file.name
             if file.suffix == ".mp4":
-                self._call(lambda experiment: experiment.log_video(str(file), name=name))
+                self._call(lambda experiment, file=file, name=name: experiment.log_video(str(file), name=name))
             else:
-                self._call(lambda experiment: experiment.log_asset(str(file), file_name=name))
+                self._call(lambda experiment, file=file, name=name: experiment.log_asset(str(file), file_name=name))
 
     def end(self, status: str) -> None:
         """Record the final status and close the experiment (writing the offline archive, if offline)."""

@@ -77,8 +77,9 @@ def check_tracking_server(tracking_uri: str | None, timeout: float = 5.0) -> Non
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise ConfigError(
-            "mlflow.tracking_uri", f"no MLflow tracking server answers at {tracking_uri} ({reason}); start one "
-            "(`mlflow server`) or use null for the local store ./mlflow.db"
+            "mlflow.tracking_uri",
+            f"no MLflow tracking server answers at {tracking_uri} ({reason}); start one "
+            "(`mlflow server`) or use null for the local store ./mlflow.db",
         ) from None
 
 
@@ -90,9 +91,7 @@ class MlflowRun:
     (a sqlite file in the working directory), which `mlflow ui` started there shows with no flags.
     """
 
-    def __init__(
-        self, tracking_uri: str | None, experiment_name: str, run_name: str, tags: dict[str, str]
-    ) -> None:
+    def __init__(self, tracking_uri: str | None, experiment_name: str, run_name: str, tags: dict[str, str]) -> None:
         with _store_creation_lock(tracking_uri):
             self.client = MlflowClient(tracking_uri=tracking_uri)
             experiment = self.client.get_experiment_by_name(experiment_name)

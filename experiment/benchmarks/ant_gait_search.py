@@ -63,7 +63,9 @@ def main() -> None:
         mean, std = elites.mean(axis=0), elites.std(axis=0) + 0.02 * (HIGH - LOW)
         if scores.max() > best_score:
             best_score, best_params = float(scores.max()), population[np.argmax(scores)]
-        print(f"iteration {iteration}: best {scores.max():.2f} m, elite mean {np.sort(scores)[-args.elites:].mean():.2f} m")
+        print(
+            f"iteration {iteration}: best {scores.max():.2f} m, elite mean {np.sort(scores)[-args.elites :].mean():.2f} m"
+        )
     print(f"best score {best_score:.2f} m in {args.steps} steps")
     for name, values in (("AMPLITUDE", best_params[1:9]), ("PHASE", best_params[9:17]), ("OFFSET", best_params[17:25])):
         print(f"GAIT_{name} = np.array({np.round(values, 3).tolist()})")

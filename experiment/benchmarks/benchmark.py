@@ -96,9 +96,29 @@ def rl_zoo_rate(algo: str, env_id: str, conf_file: Path, warmup: int, steps: int
     """
     python = ensure_bench_venv()
     command = [
-        str(python), "-m", "rl_zoo3.train", "--algo", algo, "--env", env_id, "--conf-file", str(conf_file),
-        "--gym-packages", "gymnasium_robotics", "--num-threads", "1", "--eval-freq", "-1", "--device", "cpu",
-        "--log-folder", str(logdir / "rl_zoo"), "--verbose", "1", "-n", str(warmup + steps + 1000),
+        str(python),
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        algo,
+        "--env",
+        env_id,
+        "--conf-file",
+        str(conf_file),
+        "--gym-packages",
+        "gymnasium_robotics",
+        "--num-threads",
+        "1",
+        "--eval-freq",
+        "-1",
+        "--device",
+        "cpu",
+        "--log-folder",
+        str(logdir / "rl_zoo"),
+        "--verbose",
+        "1",
+        "-n",
+        str(warmup + steps + 1000),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT)
     assert process.stdout is not None
@@ -140,20 +160,51 @@ def parse_rl_zoo(line: str, state: dict) -> tuple[int, float] | None:
 def our_command(seed: int, logdir: Path) -> list[str]:
     """Our default training with the shared eval protocol."""
     return [
-        sys.executable, str(PROJECT_ROOT / "experiment" / "train.py"), f"seed={seed}",
-        f"eval_after_n_steps={EVAL_EVERY}", f"n_test_rollouts={EVAL_EPISODES}", f"n_epochs={MAX_STEPS // EVAL_EVERY}",
-        "early_stop_last_n=1", f"early_stop_threshold={THRESHOLD}", "torch_threads=1", "progress_bar=false",
-        f"base_logdir={logdir / 'data'}", f"mlflow.tracking_uri=sqlite:///{logdir / 'mlflow.db'}",
+        sys.executable,
+        str(PROJECT_ROOT / "experiment" / "train.py"),
+        f"seed={seed}",
+        f"eval_after_n_steps={EVAL_EVERY}",
+        f"n_test_rollouts={EVAL_EPISODES}",
+        f"n_epochs={MAX_STEPS // EVAL_EVERY}",
+        "early_stop_last_n=1",
+        f"early_stop_threshold={THRESHOLD}",
+        "torch_threads=1",
+        "progress_bar=false",
+        f"base_logdir={logdir / 'data'}",
+        f"mlflow.tracking_uri=sqlite:///{logdir / 'mlflow.db'}",
     ]
 
 
 def rl_zoo_command(python: Path, seed: int, logdir: Path) -> list[str]:
     """RL Zoo's trainer with its FetchReach hyperparameters and the shared eval protocol."""
     return [
-        str(python), "-m", "rl_zoo3.train", "--algo", "sac", "--env", "FetchReach-v4", "--seed", str(seed),
-        "--conf-file", str(RL_ZOO_CONFIG), "--gym-packages", "gymnasium_robotics", "--num-threads", "1",
-        "--eval-freq", str(EVAL_EVERY), "--eval-episodes", str(EVAL_EPISODES), "--n-eval-envs", "1",
-        "--log-folder", str(logdir / "rl_zoo"), "--device", "cpu", "--verbose", "1",
+        str(python),
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        "sac",
+        "--env",
+        "FetchReach-v4",
+        "--seed",
+        str(seed),
+        "--conf-file",
+        str(RL_ZOO_CONFIG),
+        "--gym-packages",
+        "gymnasium_robotics",
+        "--num-threads",
+        "1",
+        "--eval-freq",
+        str(EVAL_EVERY),
+        "--eval-episodes",
+        str(EVAL_EPISODES),
+        "--n-eval-envs",
+        "1",
+        "--log-folder",
+        str(logdir / "rl_zoo"),
+        "--device",
+        "cpu",
+        "--verbose",
+        "1",
     ]
 
 

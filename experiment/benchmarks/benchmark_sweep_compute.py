@@ -9,7 +9,7 @@ and the workers' idle fraction, and prints a table, the ratio compute on/off per
 over seeds.
 
 Search spaces (`--space`):
-- `default`: conf/main.yaml's `search_space` (learning rate 1e-4..3e-3 log, batch 128/256/512, k 2..7), a
+- `default`: HER's default `search_space` (conf/algorithm/her.yaml) (learning rate 1e-4..3e-3 log, batch 128/256/512, k 2..7), a
   space around known-good values, where nearly every trial learns.
 - `wide`: what one searches on a new problem, before knowing the good region: learning rate 1e-5..1e-2 (log),
   batch 64..512, gamma 0.9..0.99, tau 0.001..0.1 (log), k 1..8.

@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio ours/SB3 {medians['ours'] / medians['sb3']:.2f}, ours/before {medians['ours'] / medians['before']:.2f}"
     )
     if args.no_profile:
-        print(f"\ncommand: python {shlex.join(['experiment/benchmarks/benchmark_throughput.py', *(argv or sys.argv[1:])])}")
+        print(
+            f"\ncommand: python {shlex.join(['experiment/benchmarks/benchmark_throughput.py', *(argv or sys.argv[1:])])}"
+        )
         return 0
 
     profiles = {}

@@ -143,7 +143,9 @@ def median_steps(runs: list[ThresholdRun]) -> float:
 
 def report(runs: list[ThresholdRun], groups: list[str], args: argparse.Namespace) -> None:
     """Print the per-seed table, the medians per group and their ratios to the first group."""
-    print(f"\n| group | seed | first test >= {args.threshold} (env steps) | wall s to it | final success | test curve |")
+    print(
+        f"\n| group | seed | first test >= {args.threshold} (env steps) | wall s to it | final success | test curve |"
+    )
     print("|---|---|---|---|---|---|")
     for run in runs:
         final = "-"
@@ -193,14 +195,20 @@ def report_rl_zoo(runs: list[ThresholdRun], args: argparse.Namespace) -> None:
         walls = [r.seconds_to_threshold for r in runs if r.group == group and r.seconds_to_threshold is not None]
         if walls:
             ours = statistics.median(walls)
-            print(f"{group}: median wall time to the threshold {ours:.0f} s = {ours / projected:.3f} x RL Zoo's projected")
+            print(
+                f"{group}: median wall time to the threshold {ours:.0f} s = {ours / projected:.3f} x RL Zoo's projected"
+            )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; `--group` may repeat and needs a name and at least one override."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--group", nargs="+", action="append", required=True, metavar="NAME OVERRIDE",
+        "--group",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="NAME OVERRIDE",
         help="a configuration: its name, then Hydra overrides (repeatable)",
     )
     parser.add_argument("--common", nargs="*", default=[], help="Hydra overrides for every group")
@@ -215,14 +223,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=None, help="draw every group's curve into this PNG (and PDF)")
     parser.add_argument("--title", default=None, help="title of the plot")
     parser.add_argument(
-        "--rl-zoo", nargs=3, metavar=("ALGO", "ENV", "CONF_FILE"), default=None,
+        "--rl-zoo",
+        nargs=3,
+        metavar=("ALGO", "ENV", "CONF_FILE"),
+        default=None,
         help="also measure RL Zoo's env steps/s with its own settings, e.g. tqc FetchPush-v4 "
         "conf/benchmark/rl_zoo_fetchpush.yml (its venv .venv-bench is made on first use)",
     )
     parser.add_argument("--rl-zoo-steps", type=int, default=400, help="env steps RL Zoo is timed over")
     parser.add_argument("--rl-zoo-warmup", type=int, default=200, help="env steps RL Zoo runs before timing")
     parser.add_argument(
-        "--rl-zoo-steps-to-threshold", type=int, default=None,
+        "--rl-zoo-steps-to-threshold",
+        type=int,
+        default=None,
         help="RL Zoo's published env steps to the threshold, to project its wall time on this machine",
     )
     args = parser.parse_args(argv)
@@ -254,14 +267,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot is not None:
         plot.main(
             [
-                "--tracking-uri", f"sqlite:///{args.workdir / 'mlflow.db'}",
-                "--experiment", args.experiment,
-                "--group-by", GROUP_TAG,
-                "--title", args.title or f"first test >= {args.threshold}, seeds {' '.join(map(str, args.seeds))}",
-                "--out", str(args.plot),
+                "--tracking-uri",
+                f"sqlite:///{args.workdir / 'mlflow.db'}",
+                "--experiment",
+                args.experiment,
+                "--group-by",
+                GROUP_TAG,
+                "--title",
+                args.title or f"first test >= {args.threshold}, seeds {' '.join(map(str, args.seeds))}",
+                "--out",
+                str(args.plot),
             ]
         )
-    print(f"reproduce: python experiment/benchmarks/threshold.py {shlex.join(argv if argv is not None else sys.argv[1:])}")
+    print(
+        f"reproduce: python experiment/benchmarks/threshold.py {shlex.join(argv if argv is not None else sys.argv[1:])}"
+    )
     return 0
 
 

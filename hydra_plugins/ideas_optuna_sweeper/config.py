@@ -1,7 +1,7 @@
 """The sweeper's config, registered as `hydra/sweeper: ideas_optuna` (PyPI's plugin is `optuna`; no clash)."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -26,19 +26,19 @@ class IdeasOptunaSweeperConf:
     # tpe | random | cmaes (needs the `cmaes` package) | grid (choice/range entries only).
     sampler: str = "tpe"
     # Seed of the sampler (null = random).
-    seed: Optional[int] = None
+    seed: int | None = None
     # median | hyperband | none; pruner_kwargs go to the optuna pruner's constructor (our defaults: median
     # n_startup_trials=1, hyperband max_resource=n_epochs).
     pruner: str = "median"
-    pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
     # maximize | minimize (`hyperopt/score` is maximised).
     direction: str = "maximize"
     # Any optuna storage URL; null = sqlite file `optuna.db` in the sweep dir.
-    storage: Optional[str] = None
+    storage: str | None = None
     # Same name and storage = resume that study; null = `<env>_<algorithm>`.
-    study_name: Optional[str] = None
+    study_name: str | None = None
     # Start no new trial after this many minutes (running ones finish); null = no limit.
-    max_duration_minutes: Optional[float] = None
+    max_duration_minutes: float | None = None
     # Seeds (seed, seed+1, ...) per parameter set; the trial's value is their mean.
     n_seeds_per_trial: int = 1
     # End the sweep when more than this fraction of its finished trials failed (checked from 5 trials on).
@@ -50,8 +50,8 @@ class IdeasOptunaSweeperConf:
     # Seconds between heartbeats of each running trial (several workers may share the study); null = none.
     # A trial without a heartbeat for grace_period seconds (null = 2 x heartbeat_interval) is marked FAIL by
     # any worker of the study, and its params are enqueued again up to max_retry times.
-    heartbeat_interval: Optional[int] = 60
-    grace_period: Optional[int] = None
+    heartbeat_interval: int | None = 60
+    grace_period: int | None = None
     max_retry: int = 2
 
 

@@ -218,11 +218,13 @@ class HindsightReplayBuffer(DictReplayBuffer):
         return HindsightBatch(
             observations={key: value[transition_index, env_index] for key, value in self.observations.items()},
             actions=self.actions[transition_index, env_index],
-            next_observations={key: value[transition_index, env_index] for key, value in self.next_observations.items()},
+            next_observations={
+                key: value[transition_index, env_index] for key, value in self.next_observations.items()
+            },
             rewards=self.rewards[transition_index, env_index].astype(np.float32),
-            terminals=(self.dones[transition_index, env_index] * (1 - self.timeouts[transition_index, env_index])).astype(
-                np.float32
-            ),
+            terminals=(
+                self.dones[transition_index, env_index] * (1 - self.timeouts[transition_index, env_index])
+            ).astype(np.float32),
             transition_index=transition_index,
             env_index=env_index,
             goal_index=transition_index.copy(),
@@ -282,7 +284,9 @@ def _flat_normalizer(
     return np.concatenate(means), np.concatenate(stds), clip
 
 
-def _vectorised(function: GoalFunction, achieved: np.ndarray, desired: np.ndarray, infos: list, name: str) -> np.ndarray:
+def _vectorised(
+    function: GoalFunction, achieved: np.ndarray, desired: np.ndarray, infos: list, name: str
+) -> np.ndarray:
     """Call a goal function on a batch; a scalar answer applies to every row, a per-row loop is the fallback."""
     n = len(achieved)
     try:

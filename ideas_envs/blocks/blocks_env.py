@@ -116,9 +116,7 @@ class BlocksEnv(FetchGoalEnv, EzPickle):
 
     def _sample_goal(self) -> np.ndarray:
         tower_top = TABLE_TOP_Z + BLOCK_SIZE * self.n_objects
-        parts = [
-            np.array([*self.tower_xy, TABLE_TOP_Z + BLOCK_SIZE * (i + 0.5)]) for i in range(self.n_objects)
-        ]
+        parts = [np.array([*self.tower_xy, TABLE_TOP_Z + BLOCK_SIZE * (i + 0.5)]) for i in range(self.n_objects)]
         if self.gripper_goal == "above":
             parts.append(np.array([*self.tower_xy, tower_top + ABOVE_CLEARANCE]))
         elif self.gripper_goal == "random":
