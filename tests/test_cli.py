@@ -14,8 +14,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from stable_baselines3 import PPO
 
-from experiment.cli import command_line_problem
+from experiment.cli import command_line_problem, config_groups
 from experiment.epoch_loop import steps_per_epoch
+from interface.learners import HER_MODEL_CLASSES
 from tests.conftest import PROJECT_ROOT, TINY, interrupt_train_cli, run_train_cli
 from util.callbacks import ProgressBar
 
@@ -24,8 +25,11 @@ BAD_INPUT = [
     (["env=NoSuchEnv-v0"], "env: unknown env id 'NoSuchEnv-v0'"),
     (["env=FetchReac-v4"], "did you mean: FetchReach-v4"),
     (["env=FetchReach-v1"], "needs mujoco-py"),
-    (["algorithm=nope"], "algorithm: unknown option 'nope' (allowed: ddpg, dqn, hac, her, ppo, sac, td3)"),
-    (["algorithm.model_class=ppo"], "algorithm.model_class: unknown value 'ppo' (allowed: sac, td3, ddpg, dqn)"),
+    (["algorithm=nope"], f"algorithm: unknown option 'nope' (allowed: {', '.join(config_groups()['algorithm'])})"),
+    (
+        ["algorithm.model_class=ppo"],
+        f"algorithm.model_class: unknown value 'ppo' (allowed: {', '.join(HER_MODEL_CLASSES)})",
+    ),
     (["env=CartPole-v1"], "env: algorithm=her needs a goal env"),
     (["n_epochs=0"], "n_epochs: must be an integer >= 1, got 0"),
     (["eval_after_n_steps=-5"], "eval_after_n_steps: must be an integer >= 1"),
@@ -53,12 +57,12 @@ BAD_INPUT = [
         "tuned: a preset is added with a leading '+': write +tuned=AntReacher-v1 (presets in conf/tuned/: AntReacher-v1,",
     ),
     (
-        ["tuned=FetchPush-v4"],
-        "tuned: a preset is added with a leading '+' (+tuned=<preset>), and 'FetchPush-v4' is not one of them (presets in conf/tuned/:",
+        ["tuned=NoSuchPreset-v0"],
+        "tuned: a preset is added with a leading '+' (+tuned=<preset>), and 'NoSuchPreset-v0' is not one of them (presets in conf/tuned/:",
     ),
     (
-        ["+tuned=FetchPush-v4"],
-        "tuned: unknown option 'FetchPush-v4' (allowed: AntReacher-v1, PointMaze_Large-v3, PointMaze_Medium-v3)",
+        ["+tuned=NoSuchPreset-v0"],
+        f"tuned: unknown option 'NoSuchPreset-v0' (allowed: {', '.join(config_groups()['tuned'])})",
     ),
     (["seed=[1,2"], "seed: cannot parse override 'seed=[1,2'"),
     (["algorithm=her,sac"], "algorithm: algorithm=her,sac is a sweep, which needs --multirun"),
