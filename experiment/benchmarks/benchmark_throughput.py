@@ -2,7 +2,7 @@
 
 Both loops get the network, batch size and every other setting of our HER-SAC config (conf/algorithm/her.yaml on
 FetchReach-v4 by default; `--override` adds Hydra overrides, e.g. a preset `+tuned=FetchPush-v4` or
-`algorithm.learner.batch_size=512`), the same gradient steps per env step, one torch thread. Per seed they run
+`algorithm.learner.batch_size=512`), the same gradient steps per env step and torch threads (`--torch-threads`, default 1). Per seed they run
 alternately: `learning_starts` warm-up steps (not timed), then `--steps` timed env steps of `learn`.
 SB3's loop is stable-baselines3's SAC with its HerReplayBuffer on an in-process env; ours is what
 `python experiment/train.py` builds (FusedSAC, our HER buffer, the env in its own process when
@@ -11,7 +11,7 @@ in-process env). Prints env steps/s per run, medians and the ratio ours/SB3, the
 env step by part) of one run of each.
 
     python experiment/benchmarks/benchmark_throughput.py [--seeds 0 1 2] [--steps 3000] [--n-critics 1]
-        [--override KEY=VALUE ...] [--no-profile]
+        [--override KEY=VALUE ...] [--torch-threads 1] [--no-profile]
 """
 
 from __future__ import annotations
@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-critics", type=int, default=None, help="critics of both loops (default: the config's)")
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the HER-SAC config")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-part profile")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads of both loops")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
     cfg = our_config(args.n_critics, args.override)
     settings = OmegaConf.to_container(cfg.algorithm, resolve=True)
     print(f"{cfg.env}, settings of both loops: {settings}", flush=True)
