@@ -245,3 +245,15 @@ def test_her_learns_on_blocks_o0(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(*TINY, *overrides)
     score = train(cfg, run_dir=tmp_path / "run")
     assert math.isfinite(score)
+
+
+def test_bit_flipping_renders_its_bits_above_the_target() -> None:
+    env = gym.make("BitFlipping-v0", render_mode="rgb_array", width=100, height=20)
+    observation, _ = env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (20, 100, 3) and frame.dtype == np.uint8
+    bits, target = observation["achieved_goal"], observation["desired_goal"]
+    centres = (np.arange(10) * 10 + 5).astype(int)  # the middle column of each bit's square
+    np.testing.assert_array_equal(frame[5, centres, 0] > 128, bits > 0.5)
+    np.testing.assert_array_equal(frame[15, centres, 0] > 128, target > 0.5)
+    env.close()

@@ -19,15 +19,24 @@ class BitFlippingEnv(GoalEnv):
     - Start state: uniformly random bits and target, drawn from the seeded ``np_random``.
     - Episode end: terminated when the bits match (``compute_terminated`` is vectorised as well); the
       registered id adds a time limit of ``n_bits`` steps.
+    - Rendering: ``rgb_array`` draws the bits as a row of squares (white = 1) above the target row, ``width`` x
+      ``height`` pixels.
     - Versions: v0, first version.
 
     :param n_bits: Length of the bit vector.
+    :param render_mode: None or ``"rgb_array"``.
+    :param width: Width of a rendered frame in pixels.
+    :param height: Height of a rendered frame in pixels.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, n_bits: int = 10) -> None:
+    def __init__(self, n_bits: int = 10, render_mode: str | None = None, width: int = 240, height: int = 48) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.n_bits = n_bits
+        self.render_mode = render_mode
+        self.width, self.height = width, height
         bits = spaces.Box(0.0, 1.0, shape=(n_bits,), dtype=np.float32)
         self.observation_space = spaces.Dict({"observation": bits, "achieved_goal": bits, "desired_goal": bits})
         self.action_space = spaces.Discrete(n_bits)
@@ -55,6 +64,17 @@ class BitFlippingEnv(GoalEnv):
         success = bool(np.array_equal(self._state, self._goal))
         reward = float(self.compute_reward(observation["achieved_goal"], self._goal, {}))
         return observation, reward, success, False, {"is_success": success}
+
+    def render(self) -> np.ndarray | None:
+        """The current bits (top row) and the target bits (bottom row) as an RGB image; None without a mode."""
+        if self.render_mode != "rgb_array":
+            return None
+        rows = np.stack([self._state, self._goal])  # 2 x n_bits of 0/1
+        columns = (np.arange(self.width) * self.n_bits) // self.width
+        lines = (np.arange(self.height) * 2) // self.height
+        grey = (rows[lines][:, columns] * 200 + 30).astype(np.uint8)
+        grey[:, :: max(1, self.width // self.n_bits)] = 90  # a thin line between the bits
+        return np.repeat(grey[:, :, None], 3, axis=2)
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """0 where all bits match, -1 elsewhere; works on single goals and on batches (last axis = bits)."""
