@@ -118,3 +118,16 @@ def test_sigterm_stops_learning_after_the_env_step_it_arrived_in(tmp_path: Path)
     assert model.replay_buffer.pos == 36  # the step the signal came in was not stored: no half-written transition
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or signal.getsignal(signal.SIGTERM) is not stop._handle
     env.close()
+
+
+def test_a_signal_the_process_ignores_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopBetweenSteps() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == stop._handle
+            os.kill(os.getpid(), signal.SIGINT)
+            stop.check()  # nothing was requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

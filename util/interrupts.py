@@ -18,7 +18,9 @@ class StopBetweenSteps:
     Safe points are the end of an env step (:meth:`callback` in `learn`, called after the step's transition is
     complete and before it is stored or trained on) and :meth:`check` between an epoch's phases; there a
     KeyboardInterrupt is raised, which the caller turns into a checkpoint. A second signal before that raises at
-    once. Outside the main thread (where Python cannot install handlers) it changes nothing.
+    once. A signal the process ignores (SIGINT of a background job started by a non-interactive shell) stays
+    ignored, as Python itself leaves it. Outside the main thread (where Python cannot install handlers) it changes
+    nothing.
     """
 
     def __init__(self) -> None:
@@ -28,7 +30,8 @@ class StopBetweenSteps:
     def __enter__(self) -> StopBetweenSteps:
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
