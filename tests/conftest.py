@@ -93,6 +93,8 @@ def interrupt_train_cli(*args: str, run_dir: Path, cwd: Path, after_epoch: int, 
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(PROJECT_ROOT)),
+        # As in a terminal: a runner that ignores SIGINT (a background job) must not pass that on to the run.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log = run_dir / "train.log"
     deadline = time.time() + timeout
