@@ -129,10 +129,18 @@ def uses_env_subprocess(cfg: DictConfig, spec: AlgorithmSpec) -> bool:
 
 def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = False) -> VecEnv:
     """One vectorised env of a run as its config asks: `env_kwargs`, and observation normalisation if the
-    algorithm's `normalize_obs` is on: the training env, the test env and experiment/evaluate.py's env."""
-    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True)
-    normalize = bool(cfg.algorithm.get("normalize_obs", False))
-    return make_vec_env(env_id, env_kwargs, seed, normalize_obs=normalize, subprocess=subprocess)  # type: ignore[arg-type]
+    algorithm's `normalize_obs` is on (with its `obs_std_floor` and `shared_goal_statistics`, absent from runs
+    saved before those keys existed): the training env, the test env and experiment/evaluate.py's env."""
+    algorithm = cfg.algorithm
+    return make_vec_env(
+        env_id,
+        OmegaConf.to_container(cfg.env_kwargs, resolve=True),  # type: ignore[arg-type]
+        seed,
+        normalize_obs=bool(algorithm.get("normalize_obs", False)),
+        subprocess=subprocess,
+        obs_std_floor=float(algorithm.get("obs_std_floor", 0.0)),
+        shared_goal_statistics=bool(algorithm.get("shared_goal_statistics", False)),
+    )
 
 
 def restore_normalization(env: VecEnv, checkpoint: Checkpoint, required: bool) -> VecEnv:

@@ -50,6 +50,12 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of(cfg.device, "device", DEVICES)
     _one_of(cfg.comet.mode, "comet.mode", COMET_MODES)
     _one_of(cfg.early_stop_data_column, "early_stop_data_column", EARLY_STOP_COLUMNS)
+    floor = cfg.algorithm.get("obs_std_floor", 0.0)
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or floor < 0:
+        raise ConfigError("algorithm.obs_std_floor", f"must be a number >= 0, got {floor!r}")
+    shared = cfg.algorithm.get("shared_goal_statistics", False)
+    if not isinstance(shared, bool):
+        raise ConfigError("algorithm.shared_goal_statistics", f"unknown value {shared!r}", ["true", "false"])
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda requested but torch sees no GPU", ["auto", "cpu"])
     if not (cfg.env_subprocess == "auto" or isinstance(cfg.env_subprocess, bool)):

@@ -100,12 +100,19 @@ def make_vec_env(
     normalize_obs: bool = False,
     render_mode: str | None = None,
     subprocess: bool = False,
+    obs_std_floor: float = 0.0,
+    shared_goal_statistics: bool = False,
 ) -> VecEnv:
     """Build `n_envs` seeded copies of an env in a DummyVecEnv, optionally with observation normalisation.
 
     Goal envs are normalised on `observation` and both goals, never on rewards, so that rewards recomputed by
-    HER stay on the env's own scale. With `subprocess` the envs step in a worker process instead, under a
-    :class:`TrainWhileStepping` wrapper that lets a learner train while they step.
+    HER stay on the env's own scale. Relabelling feeds achieved goals into the `desired_goal` input, so a goal
+    component that never varies in the env's own goals (a block's height on a table, a button that must end
+    pressed) would map the achieved values to the clip bound: inputs the policy never meets at test time.
+    Two guards: with `shared_goal_statistics` both goal keys share one running mean/std, fed by desired and
+    achieved goals alike; and every component is divided by sqrt(variance + `obs_std_floor`**2).
+    With `subprocess` the envs step in a worker process instead, under a :class:`TrainWhileStepping` wrapper
+    that lets a learner train while they step.
     """
     factories: list[Callable[[], gym.Env]] = [
         (lambda: make_env(env_id, env_kwargs, render_mode)) for _ in range(n_envs)
@@ -116,8 +123,20 @@ def make_vec_env(
     if normalize_obs:
         space = vec_env.observation_space
         keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else None
-        vec_env = VecNormalize(vec_env, norm_obs=True, norm_reward=False, norm_obs_keys=keys)
+        epsilon = max(obs_std_floor**2, 1e-8)  # SB3's default epsilon when there is no floor
+        vec_env = VecNormalize(vec_env, norm_obs=True, norm_reward=False, norm_obs_keys=keys, epsilon=epsilon)
+        if shared_goal_statistics and _goal_shapes_match(space):
+            # One object under both keys: every update of either key feeds it (pickling keeps the sharing).
+            vec_env.obs_rms["desired_goal"] = vec_env.obs_rms["achieved_goal"]  # type: ignore[index]
     return vec_env
+
+
+def _goal_shapes_match(space: gym.Space) -> bool:
+    return (
+        isinstance(space, gym.spaces.Dict)
+        and {"achieved_goal", "desired_goal"} <= set(space.spaces)
+        and space["achieved_goal"].shape == space["desired_goal"].shape
+    )
 
 
 def goal_functions(vec_env: VecEnv) -> tuple[Callable, Callable | None]:

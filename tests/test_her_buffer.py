@@ -123,3 +123,50 @@ def test_sampling_needs_goal_functions_and_replays_unrelabelled_before_the_first
     np.testing.assert_array_equal(
         batch.observations["desired_goal"], buffer.observations["desired_goal"][batch.transition_index, 0]
     )
+
+
+@pytest.mark.parametrize("floor,bounded", [(0.01, True), (0.0, False)])
+def test_std_floor_keeps_relabelled_goals_on_a_table_bounded(floor: float, bounded: bool) -> None:
+    """FetchPush's own goals all lie at the table's height, so their height has almost no variance. A goal the
+    block achieved a millimetre off that height (what HER relabels with) must normalise to a small value, as the
+    env's own goals do, not to the clip bound."""
+    from interface.envs import make_vec_env
+
+    env = make_vec_env("FetchPush-v4", {}, seed=0, normalize_obs=True, obs_std_floor=floor)
+    env.reset()
+    for _ in range(300):
+        env.step(np.array([env.action_space.sample()]))
+    goal_height = float(env.obs_rms["desired_goal"].mean[2])
+    assert env.obs_rms["desired_goal"].var[2] < 1e-6  # the premise: the env's goals barely vary in height
+    observation = {key: np.zeros((1, *space.shape)) for key, space in env.observation_space.spaces.items()}
+    observation["desired_goal"][0] = env.obs_rms["desired_goal"].mean
+    observation["desired_goal"][0, 2] = goal_height + 0.001
+    normalised_height = abs(float(env.normalize_obs(observation)["desired_goal"][0, 2]))
+    assert (normalised_height <= 0.2) == bounded, normalised_height
+
+
+@pytest.mark.parametrize("shared,bounded", [(True, True), (False, False)])
+def test_shared_goal_statistics_keep_achieved_goals_inside_the_clip_bound(
+    shared: bool, bounded: bool, tmp_path
+) -> None:
+    """ButtonUnlock's own goals always ask for pressed buttons, so those components never vary in the desired
+    goals; an achieved goal with a button still up (what HER relabels with) must stay inside the clip bound.
+    Sharing one running mean/std between the goal keys does that, and survives saving and loading."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from interface.envs import make_vec_env
+
+    env = make_vec_env("ButtonUnlock-o2-v1", {}, seed=0, normalize_obs=True, shared_goal_statistics=shared)
+    env.reset()
+    for _ in range(300):
+        env.step(np.array([env.action_space.sample()]))
+    assert (env.obs_rms["desired_goal"] is env.obs_rms["achieved_goal"]) == shared
+    raw = env.get_original_obs()
+    relabelled = {key: value.copy() for key, value in raw.items()}
+    relabelled["desired_goal"] = raw["achieved_goal"].copy()
+    largest = float(np.abs(env.normalize_obs(relabelled)["desired_goal"]).max())
+    assert (largest < 0.5 * env.clip_obs) == bounded, largest
+
+    env.save(str(tmp_path / "vecnormalize.pkl"))
+    loaded = VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), env.venv)
+    assert (loaded.obs_rms["desired_goal"] is loaded.obs_rms["achieved_goal"]) == shared
