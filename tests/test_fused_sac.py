@@ -21,7 +21,9 @@ from interface.envs import goal_functions, make_env, make_vec_env
 from util.subproc_vec_env import GoalSubprocVecEnv, TrainWhileStepping
 
 
-def _model(n_critics: int = 2, subprocess: bool = False, learning_starts: int = 100) -> FusedSAC:
+def _model(
+    n_critics: int = 2, subprocess: bool = False, learning_starts: int = 100, net_arch: tuple[int, ...] = (32, 32)
+) -> FusedSAC:
     env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=True, subprocess=subprocess)
     model = FusedSAC(
         "MultiInputPolicy",
@@ -33,7 +35,7 @@ def _model(n_critics: int = 2, subprocess: bool = False, learning_starts: int = 
         gamma=0.95,
         replay_buffer_class=HindsightReplayBuffer,
         replay_buffer_kwargs={"n_sampled_goal": 4},
-        policy_kwargs={"net_arch": [32, 32], "n_critics": n_critics},
+        policy_kwargs={"net_arch": list(net_arch), "n_critics": n_critics},
     )
     model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
     return model
@@ -43,8 +45,13 @@ def _grads(parameters: list[th.Tensor]) -> list[th.Tensor]:
     return [p.grad.clone() if p.grad is not None else th.zeros_like(p) for p in parameters]
 
 
-@pytest.mark.parametrize(("n_critics", "clamp_targets"), [(1, False), (2, False), (1, True), (2, True)])
-def test_fused_gradients_equal_sb3_losses(n_critics: int, clamp_targets: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("n_critics", "clamp_targets", "net_arch"),
+    [(1, False, (32, 32)), (2, False, (32, 32)), (1, True, (32, 32)), (2, True, (32, 32)), (2, False, (24, 32, 16))],
+)
+def test_fused_gradients_equal_sb3_losses(
+    n_critics: int, clamp_targets: bool, net_arch: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One fused step's gradients equal those of SB3's entropy, critic and actor losses on the same batch.
 
     The actor loss is taken against the critic before this step's update (the documented difference from SB3,
@@ -52,7 +59,7 @@ def test_fused_gradients_equal_sb3_losses(n_critics: int, clamp_targets: bool, m
     HAC's Q bound), between the quartiles of their values on this batch so that it cuts targets on both sides:
     the fast path must clamp too.
     """
-    model = _model(n_critics=n_critics)
+    model = _model(n_critics=n_critics, net_arch=net_arch)
     model.learn(150)  # fills the buffer and moves the weights away from their initial values
     policy = model.policy
     n = 32
