@@ -134,7 +134,7 @@ def make_vec_env(
 def _goal_shapes_match(space: gym.Space) -> bool:
     return (
         isinstance(space, gym.spaces.Dict)
-        and {"achieved_goal", "desired_goal"} <= set(space.spaces)
+        and all(goal_key in space.spaces for goal_key in GOAL_KEYS)
         and space["achieved_goal"].shape == space["desired_goal"].shape
     )
 
