@@ -57,6 +57,7 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
         seed=seed,
         relative_subgoals=any(radius is not None for radius in radii),
         dense_hindsight=bool(algorithm_cfg.get("dense_hindsight", False)),
+        subgoal_threshold=_subgoal_threshold(algorithm_cfg),
     )
     return HierarchicalActorCritic(env, learners, settings)
 
@@ -75,6 +76,16 @@ def _subgoal_radii(algorithm_cfg: DictConfig, n_layers: int) -> list[float | Non
             key, f"must be null, a positive number or {n_layers - 1} positive numbers (top first), got {configured!r}"
         )
     return [float(r) for r in radii]
+
+
+def _subgoal_threshold(algorithm_cfg: DictConfig) -> float | None:
+    """`subgoal_threshold`: null (the env's success test for every layer) or a positive distance."""
+    threshold = algorithm_cfg.get("subgoal_threshold")
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
+        raise ConfigError("algorithm.subgoal_threshold", f"must be null or a positive distance, got {threshold!r}")
+    return float(threshold)
 
 
 def _subgoal_action_space(low: np.ndarray, high: np.ndarray, radius: float | None) -> spaces.Box:

@@ -345,6 +345,8 @@ def test_one_layer_is_flat_her(make_cfg) -> None:
         (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_test_perc=1.5"], "algorithm.subgoal_test_perc"),
         (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_radius=-1"], "algorithm.subgoal_radius"),
         (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_radius=[1,2]"], "algorithm.subgoal_radius"),
+        (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_threshold=0"], "algorithm.subgoal_threshold"),
+        (["algorithm.time_scales=[3,-1]", "algorithm.subgoal_threshold=[0.1]"], "algorithm.subgoal_threshold"),
     ],
 )
 def test_bad_values_name_their_key(make_cfg, overrides: list[str], key: str) -> None:
@@ -433,7 +435,7 @@ def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_z
     assert [learner._lean.target_q_range for learner in model.learners] == [(-30.0, 0.0), (-10.0, 0.0)]
     assert model.settings.subgoal_low == [-2.5, -2.5] and model.settings.subgoal_high == [2.5, 2.5]
     goal = np.array([1.0, 1.0])
-    assert model._reached(goal, goal) and not model._reached(goal + 1.0, goal)
+    assert model._reached(1, goal, goal) and not model._reached(1, goal + 1.0, goal)
     model.learn(400)
     for layer, buffer in enumerate(model.replay_buffer):
         stored = slice(0, buffer.pos)
@@ -448,6 +450,43 @@ def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_z
     batch = model.replay_buffer[0].sample_transitions(256)
     distance = np.linalg.norm(batch.next_observations["achieved_goal"] - batch.observations["desired_goal"], axis=-1)
     np.testing.assert_array_equal(batch.rewards, np.where(distance <= 0.45, 0.0, -1.0))
+
+
+def test_subgoal_threshold_judges_and_rewards_the_layers_below_the_top_by_distance(make_cfg) -> None:
+    # The maze's own success test is 0.45; layer 0 judges its subgoals by 0.2, the top keeps the env's test.
+    env = make_vec_env("PointMaze_UMaze-v3", {"continuing_task": False}, seed=0)
+    cfg = make_cfg(
+        "algorithm=hac",
+        "env=PointMaze_UMaze-v3",
+        "algorithm.time_scales=[10,-1]",
+        "algorithm.subgoal_threshold=0.2",
+        "algorithm.learner.learning_starts=10000",
+    )
+    model = build_hac(cfg.algorithm, env, seed=0, device="cpu")
+    goal = np.array([1.0, 1.0])
+    assert model._reached(0, goal + 0.1, goal) and not model._reached(0, goal + 0.3, goal)
+    assert model._reached(1, goal + 0.3, goal)
+    model.learn(400)
+    for layer, threshold in [(0, 0.2), (1, 0.45)]:
+        buffer = model.replay_buffer[layer]
+        stored = slice(0, buffer.pos)
+        offset = buffer.next_observations["achieved_goal"][stored, 0] - buffer.observations["desired_goal"][stored, 0]
+        expected = np.where(np.linalg.norm(offset, axis=-1) <= threshold, 0.0, -1.0)
+        np.testing.assert_array_equal(buffer.rewards[stored, 0], expected)
+        assert buffer.dones[stored, 0][expected == 0.0].all(), layer
+        batch = buffer.sample_transitions(256)
+        distance = np.linalg.norm(
+            batch.next_observations["achieved_goal"] - batch.observations["desired_goal"], axis=-1
+        )
+        np.testing.assert_array_equal(batch.rewards, np.where(distance <= threshold, 0.0, -1.0))
+        np.testing.assert_array_equal(batch.terminals[batch.relabelled], (distance <= threshold)[batch.relabelled])
+    # Between the two thresholds layer 0 misses what the env would count as reached: the distinction is exercised.
+    buffer = model.replay_buffer[0]
+    offset = (
+        buffer.next_observations["achieved_goal"][: buffer.pos, 0]
+        - buffer.observations["desired_goal"][: buffer.pos, 0]
+    )
+    assert ((np.linalg.norm(offset, axis=-1) > 0.2) & (np.linalg.norm(offset, axis=-1) <= 0.45)).any()
 
 
 def test_two_layer_smoke_run_on_point_maze(make_cfg, tracking_uri: str, tmp_path: Path) -> None:

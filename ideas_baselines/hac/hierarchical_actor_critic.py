@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import io
@@ -48,6 +49,11 @@ class HacSettings:
         is that point clipped to the subgoal bounds (relative subgoals as in HIRO, Nachum et al. 2018).
     :param dense_hindsight: Layers above 0 also store hindsight-action transitions that start at every env
         step of their run, not only where their own actions started (see :meth:`HierarchicalActorCritic._store_shifted_chains`).
+    :param subgoal_threshold: None: every layer judges its goal by the env's success test. A distance d: the
+        layers below the top count a subgoal reached, and are rewarded 0, when the achieved goal is within
+        Euclidean distance d of it; the top layer keeps the env's test (the HAC authors' code also judges
+        subgoals by thresholds separate from the end goal's). A d below the env's own tolerance makes the
+        layer below stop inside the region the layer above aims at rather than at its rim.
     """
 
     time_scales: list[int]
@@ -59,6 +65,7 @@ class HacSettings:
     seed: int = 0
     relative_subgoals: bool = False
     dense_hindsight: bool = False
+    subgoal_threshold: float | None = None
 
 
 @dataclass
@@ -113,7 +120,7 @@ class HierarchicalActorCritic:
     Layer i (0 = lowest) is one SB3 off-policy learner. The top layer pursues the env's desired goal; every
     higher layer's action is a subgoal (a point of the achieved-goal space) for the layer below, which acts
     for at most H attempts or until a goal at its level or above is reached, by the env's own success test
-    (`compute_reward == 0`); layer 0 acts in the env. Each layer stores, per action:
+    (`compute_reward == 0`, or a distance for subgoals with ``subgoal_threshold``); layer 0 acts in the env. Each layer stores, per action:
 
     - a hindsight-action transition: a missed subgoal is replaced by the goal actually achieved;
     - hindsight-goal transitions: HER inside the layer's sub-episode (:class:`SubgoalTestingBuffer`);
@@ -156,7 +163,7 @@ class HierarchicalActorCritic:
         for index, learner in enumerate(learners):
             learner.action_space.seed(settings.seed + index)
             learner._vec_normalize_env = self._vec_normalize
-            self._attach_goal_functions(learner.replay_buffer)
+            self._attach_goal_functions(index, learner.replay_buffer)
             if settings.bound_q:
                 _bound_q_targets(learner, settings.time_scales[index])
         self.set_logger(self._logger)
@@ -318,13 +325,15 @@ class HierarchicalActorCritic:
                 below_maxed_out = yield from self._run_layer(index - 1, rollout, test_below)
             next_layer_obs = _with_goal(rollout.obs, goal)
             achieved = rollout.obs["achieved_goal"]
-            reached = self._reached(achieved, goal)
-            higher_reached = any(self._reached(achieved, g) for g in rollout.goals[index + 1 :])
+            reached = self._reached(index, achieved, goal)
+            higher_reached = any(
+                self._reached(layer, achieved, rollout.goals[layer]) for layer in range(index + 1, self.n_layers)
+            )
             ends = reached or higher_reached or rollout.env_done or attempt == time_scale - 1
             if rollout.training:
                 stored_action = action
                 if index > 0:
-                    hit = self._reached(achieved, subgoal)
+                    hit = self._reached(index - 1, achieved, subgoal)
                     stored_action = action if hit else self._action_for(achieved, start)
                     penalised = test_below and not hit and below_maxed_out
                     if test_below:
@@ -348,7 +357,8 @@ class HierarchicalActorCritic:
     def _store(
         self, index: int, obs: Observation, action: np.ndarray, next_obs: Observation, reached: bool, ends: bool
     ) -> None:
-        reward = np.asarray([self._compute_reward(next_obs["achieved_goal"], next_obs["desired_goal"], {})])
+        achieved, goal = next_obs["achieved_goal"][None], next_obs["desired_goal"][None]
+        reward = np.asarray(self._reward(index, achieved, goal, [{}])).reshape(1)
         self._buffer(index).add(
             _batch(obs),
             _batch(next_obs),
@@ -374,7 +384,7 @@ class HierarchicalActorCritic:
             step = offset
             while step < last:
                 hop = min(step + stride, last)
-                reached = self._reached(path[hop]["achieved_goal"], goal)
+                reached = self._reached(index, path[hop]["achieved_goal"], goal)
                 action = self._action_for(path[hop]["achieved_goal"], path[step]["achieved_goal"])
                 ends = reached or hop == last
                 self._store(index, _with_goal(path[step], goal), action, _with_goal(path[hop], goal), reached, ends)
@@ -412,17 +422,31 @@ class HierarchicalActorCritic:
     def _buffer(self, index: int) -> SubgoalTestingBuffer:
         return self.learners[index].replay_buffer  # type: ignore[return-value]
 
-    def _reached(self, achieved: np.ndarray, goal: np.ndarray) -> bool:
-        return bool(np.asarray(self._compute_reward(achieved, goal, {})) == 0)
+    def _judged_by_distance(self, index: int) -> bool:
+        return self.settings.subgoal_threshold is not None and index < self.n_layers - 1
 
-    def _success(self, achieved: np.ndarray, goal: np.ndarray, info: Any) -> np.ndarray:
-        """The env's success test on a batch: its reward is 0 exactly when the goal is reached."""
+    def _success(self, index: int, achieved: np.ndarray, goal: np.ndarray, info: Any) -> np.ndarray:
+        """Layer `index`'s goal test on a batch: the env's (its reward is 0 exactly when the goal is reached),
+        or the distance within `subgoal_threshold` for the layers below the top that judge by it."""
+        if self._judged_by_distance(index):
+            difference = np.asarray(achieved, dtype=np.float64) - np.asarray(goal, dtype=np.float64)
+            return np.linalg.norm(difference, axis=-1) <= self.settings.subgoal_threshold
         return np.asarray(self._compute_reward(achieved, goal, info)) == 0
 
-    def _attach_goal_functions(self, buffer: Any) -> None:
+    def _reward(self, index: int, achieved: np.ndarray, goal: np.ndarray, info: Any) -> np.ndarray:
+        """Layer `index`'s reward on a batch: the env's, or -1/0 by :meth:`_success` where it judges by distance."""
+        if self._judged_by_distance(index):
+            return self._success(index, achieved, goal, info).astype(np.float32) - 1.0
+        return np.asarray(self._compute_reward(achieved, goal, info))
+
+    def _reached(self, index: int, achieved: np.ndarray, goal: np.ndarray) -> bool:
+        """Whether layer `index` counts its goal reached at one achieved goal."""
+        return bool(self._success(index, achieved, goal, {}))
+
+    def _attach_goal_functions(self, index: int, buffer: Any) -> None:
         if not isinstance(buffer, SubgoalTestingBuffer):
             raise TypeError("every HAC layer needs a SubgoalTestingBuffer")
-        buffer.attach_goal_functions(self._compute_reward, self._success)
+        buffer.attach_goal_functions(functools.partial(self._reward, index), functools.partial(self._success, index))
 
     # ------------------------------------------------------------------ observations
 
@@ -610,8 +634,8 @@ class HierarchicalActorCritic:
     def load_replay_buffer(self, path: str | Path) -> None:
         """Restore buffers saved by :meth:`save_replay_buffer`; unfinished sub-episodes are dropped."""
         buffers = load_from_pkl(path)
-        for learner, buffer in zip(self.learners, buffers, strict=True):
-            self._attach_goal_functions(buffer)
+        for index, (learner, buffer) in enumerate(zip(self.learners, buffers, strict=True)):
+            self._attach_goal_functions(index, buffer)
             buffer.truncate_last_trajectory()
             learner.replay_buffer = buffer
 
