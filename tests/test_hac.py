@@ -417,16 +417,21 @@ def _wrapper_chain(vec_env) -> list[gym.Env]:
     return chain
 
 
-def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_zero_convention(make_cfg) -> None:
+def _hac_on_umaze(make_cfg, override: str) -> HierarchicalActorCritic:
+    """2-layer HAC (H = 30 below, 10 on top) on the sparse U-maze (success within 0.45), acting randomly."""
     env = make_vec_env("PointMaze_UMaze-v3", {"continuing_task": False}, seed=0)
     cfg = make_cfg(
         "algorithm=hac",
         "env=PointMaze_UMaze-v3",
         "algorithm.time_scales=[10,-1]",
-        "algorithm.subgoal_test_perc=1.0",
+        override,
         "algorithm.learner.learning_starts=10000",
     )
-    model = build_hac(cfg.algorithm, env, seed=0, device="cpu")
+    return build_hac(cfg.algorithm, env, seed=0, device="cpu")
+
+
+def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_zero_convention(make_cfg) -> None:
+    model = _hac_on_umaze(make_cfg, "algorithm.subgoal_test_perc=1.0")
     assert model.settings.time_scales == [30, 10]
     # Target Q-values are clamped to [-H, 0], the range the converted -1/0 rewards allow over H actions, and the
     # SAC layers' fast path (FusedSAC) applies that clamp instead of falling back to SB3's training code.
@@ -454,15 +459,7 @@ def test_hac_on_a_sparse_maze_judges_goals_and_stores_rewards_in_the_minus_one_z
 
 def test_subgoal_threshold_judges_and_rewards_the_layers_below_the_top_by_distance(make_cfg) -> None:
     # The maze's own success test is 0.45; layer 0 judges its subgoals by 0.2, the top keeps the env's test.
-    env = make_vec_env("PointMaze_UMaze-v3", {"continuing_task": False}, seed=0)
-    cfg = make_cfg(
-        "algorithm=hac",
-        "env=PointMaze_UMaze-v3",
-        "algorithm.time_scales=[10,-1]",
-        "algorithm.subgoal_threshold=0.2",
-        "algorithm.learner.learning_starts=10000",
-    )
-    model = build_hac(cfg.algorithm, env, seed=0, device="cpu")
+    model = _hac_on_umaze(make_cfg, "algorithm.subgoal_threshold=0.2")
     goal = np.array([1.0, 1.0])
     assert model._reached(0, goal + 0.1, goal) and not model._reached(0, goal + 0.3, goal)
     assert model._reached(1, goal + 0.3, goal)
