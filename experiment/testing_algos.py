@@ -118,7 +118,7 @@ PERFORMANCE_BARS: tuple[PerformanceBar, ...] = (
         2,
         3,
         overrides=("+tuned=AntReacher-v1-hac",),
-        note="HAC ahead of HER-SAC (its preset: 0.5-0.8 at 50k); measured first 0.8 at 55k, 50k, 55k (seeds 0-2)",
+        note="HAC ahead of HER-SAC (its preset: 0.5-0.8 at 50k); measured first 0.8 at 55k, 30k, 35k (seeds 0-2)",
     ),
     PerformanceBar(
         "her-sac",
