@@ -120,7 +120,8 @@ class HierarchicalActorCritic:
     Layer i (0 = lowest) is one SB3 off-policy learner. The top layer pursues the env's desired goal; every
     higher layer's action is a subgoal (a point of the achieved-goal space) for the layer below, which acts
     for at most H attempts or until a goal at its level or above is reached, by the env's own success test
-    (`compute_reward == 0`, or a distance for subgoals with ``subgoal_threshold``); layer 0 acts in the env. Each layer stores, per action:
+    (`compute_reward == 0`, or a distance for subgoals with ``subgoal_threshold``); layer 0 acts in the env.
+    Each layer stores, per action:
 
     - a hindsight-action transition: a missed subgoal is replaced by the goal actually achieved;
     - hindsight-goal transitions: HER inside the layer's sub-episode (:class:`SubgoalTestingBuffer`);
