@@ -121,6 +121,16 @@ PERFORMANCE_BARS: tuple[PerformanceBar, ...] = (
         note="HAC ahead of HER-SAC (its preset: 0.5-0.8 at 50k); measured first 0.8 at 55k, 30k, 35k (seeds 0-2)",
     ),
     PerformanceBar(
+        "hac",
+        "ButtonUnlock-o2-v1",
+        0.9,
+        400_000,
+        2,
+        3,
+        overrides=("+tuned=ButtonUnlock-o2-v1",),
+        note="ideas_deep_rl2: 0.97 by 1.25M in 1 of 3; HER-SAC stays at 0.0; measured 125k, 190k, 100k (seeds 0-2)",
+    ),
+    PerformanceBar(
         "her-sac",
         "Blocks-o0-gripper_random-v1",
         0.9,
