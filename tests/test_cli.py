@@ -55,7 +55,7 @@ BAD_INPUT = [
     ),
     (
         ["tuned=AntReacher-v1"],
-        "tuned: a preset is added with a leading '+': write +tuned=AntReacher-v1 (presets in conf/tuned/: AntReacher-v1,",
+        "tuned: a preset is added with a leading '+': write +tuned=AntReacher-v1 (presets in conf/tuned/: Ant4Rooms-v1, AntReacher-v1,",
     ),
     (
         ["tuned=NoSuchPreset-v0"],
