@@ -20,10 +20,15 @@ def _leaf_keys(node: object, prefix: str = "") -> list[str]:
 
 
 def _preset_algorithm(preset: dict) -> str | None:
-    """The algorithm a preset picks with `defaults: [override /algorithm: <name>]`, if it picks one."""
+    """The algorithm a preset picks with `defaults: [override /algorithm: <name>]`, itself or through another
+    preset it builds on (`defaults: [<preset>, _self_]`), if it picks one."""
     for entry in preset.get("defaults", []):
         if isinstance(entry, dict) and "override /algorithm" in entry:
             return str(entry["override /algorithm"])
+        if isinstance(entry, str) and entry != "_self_":
+            parent = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "tuned" / f"{entry}.yaml"))
+            assert isinstance(parent, dict)
+            return _preset_algorithm(parent)
     return None
 
 
