@@ -118,7 +118,7 @@ PERFORMANCE_BARS: tuple[PerformanceBar, ...] = (
         2,
         3,
         overrides=("+tuned=AntReacher-v1-hac",),
-        note="HAC ahead of HER-SAC (its preset: 0.5-0.8 at 50k); measured first 0.8 at 55k, 30k, 35k (seeds 0-2)",
+        note="HER-SAC preset: 0.5-0.8 at 50k before the goal-normalisation fix, first 0.8 at 45k and 50k after (seeds 0-1); measured first 0.8 at 55k, 30k, 35k (seeds 0-2)",
     ),
     PerformanceBar(
         "hac",
