@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Called after every epoch with (epoch, metrics); a hook returning True ends the training after this epoch.
 EpochHook = Callable[[int, dict[str, float]], bool | None]
+STEPS_METRIC = "time/total_timesteps"
 
 
 @dataclass
@@ -48,6 +49,20 @@ class LoopState:
     def from_json(cls, data: dict[str, Any]) -> LoopState:
         """Inverse of :meth:`to_json`."""
         return cls(**data)
+
+    def metric_entries(self) -> list[tuple[str, float, int]]:
+        """The history as (key, value, env steps) triples, for a resumed run to log the curve it continues.
+
+        Each epoch's step is its `time/total_timesteps`; a key missing from some epochs (`train/` metrics of an
+        epoch in which no episode ended) cannot be matched to its steps and is left out.
+        """
+        steps = [int(step) for step in self.history.get(STEPS_METRIC, [])]
+        return [
+            (key, value, step)
+            for key, values in self.history.items()
+            if len(values) == len(steps)
+            for value, step in zip(values, steps)
+        ]
 
 
 def early_stop_reached(history: list[float], threshold: float, last_n: int) -> bool:
@@ -145,7 +160,7 @@ class EpochLoop:
         self.state.wall_seconds += time.perf_counter() - started
         metrics.update(
             {
-                "time/total_timesteps": float(self.model.num_timesteps),
+                STEPS_METRIC: float(self.model.num_timesteps),
                 "time/fps": (self.model.num_timesteps - steps_before) / max(learn_seconds, 1e-9),
                 "time/epoch": float(self.state.epoch),
                 "time/wall_seconds": self.state.wall_seconds,

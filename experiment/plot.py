@@ -11,7 +11,7 @@ Curves: every run that matches the filters (all runs in the store without filter
 drawn as the interquartile mean (IQM, the default) or the mean (`--statistic mean`) across its runs at every
 step, with a 95% stratified-bootstrap confidence band, both computed with rliable (Agarwal et al. 2021, "Deep RL
 at the Edge of the Statistical Precipice"). A run that stopped early holds its last value up to the end of its
-group's longest run. Each group's final value (the statistic over its runs' last values, with its 95% CI) is
+group's longest run; a run resumed with `restore_from` is drawn once, as the whole curve it continues. Each group's final value (the statistic over its runs' last values, with its 95% CI) is
 printed; for exactly two groups, so is rliable's probability of improvement P(first > second) of the final
 values with its 95% CI, also shown in the figure title. `--label GROUP=NAME` renames a group in the legend
 (GROUP as printed, e.g. `hac / True / 1.5` for several keys). Both PNG and PDF are written (a frame strip of a
@@ -121,7 +121,8 @@ def load_run_curves(
     """Read `metric` of every matching run (in `experiments`, or all) with the group key from params or tags.
 
     `x_axis` is `steps` (the metric's step, env steps) or `wall` (the run's `time/wall_seconds` at that step).
-    Runs without the metric are left out; an unknown experiment name raises ValueError.
+    Runs without the metric are left out, and so is a run that a matching run resumed (`restored_from`): the
+    resumed run holds the whole curve. An unknown experiment name raises ValueError.
     """
     from mlflow.tracking import MlflowClient
 
@@ -134,29 +135,35 @@ def load_run_curves(
         experiment_ids = [experiment.experiment_id for experiment in found if experiment is not None]
     else:
         experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
-    curves = []
+    runs = []
     page_token = None
     while experiment_ids:
-        runs = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=page_token)
-        for run in runs:
-            points = _last_value_per_step(client.get_metric_history(run.info.run_id, metric))
-            if not points:
-                continue
-            steps = np.array(sorted(points))
-            y = np.array([points[step] for step in steps])
-            if x_axis == "wall":
-                wall = _last_value_per_step(client.get_metric_history(run.info.run_id, WALL_METRIC))
-                keep = np.array([step in wall for step in steps], dtype=bool)
-                x = np.array([wall[step] for step in steps[keep]])
-                y = y[keep]
-            else:
-                x = steps.astype(float)
-            if len(x):
-                group = " / ".join(run.data.params.get(key, run.data.tags.get(key, "(none)")) for key in group_by)
-                curves.append(RunCurve(run.info.run_id, group, x, y))
-        page_token = runs.token
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=page_token)
+        runs += list(page)
+        page_token = page.token
         if not page_token:
             break
+    # A run resumed with restore_from logs the curve it continues, so the run it continued is left out.
+    continued = {run.data.tags["restored_from"] for run in runs if "restored_from" in run.data.tags}
+    curves = []
+    for run in runs:
+        if run.data.tags.get("run_dir") in continued:
+            continue
+        points = _last_value_per_step(client.get_metric_history(run.info.run_id, metric))
+        if not points:
+            continue
+        steps = np.array(sorted(points))
+        y = np.array([points[step] for step in steps])
+        if x_axis == "wall":
+            wall = _last_value_per_step(client.get_metric_history(run.info.run_id, WALL_METRIC))
+            keep = np.array([step in wall for step in steps], dtype=bool)
+            x = np.array([wall[step] for step in steps[keep]])
+            y = y[keep]
+        else:
+            x = steps.astype(float)
+        if len(x):
+            group = " / ".join(run.data.params.get(key, run.data.tags.get(key, "(none)")) for key in group_by)
+            curves.append(RunCurve(run.info.run_id, group, x, y))
     return curves
 
 

@@ -200,6 +200,7 @@ def _train_in_run_dir(
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
             log.info("run %s in %s", run.run_id, run_dir)
             if checkpoint is not None:
+                run.log_metric_entries(state.metric_entries())  # the resumed run carries its whole curve
                 log.info(
                     "resumed from %s: %s env steps, %d epochs done",
                     checkpoint.folder.parent.resolve(),

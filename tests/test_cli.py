@@ -16,6 +16,7 @@ from stable_baselines3 import PPO
 
 from experiment.cli import command_line_problem, config_groups
 from experiment.epoch_loop import steps_per_epoch
+from experiment.plot import load_run_curves
 from interface.learners import HER_MODEL_CLASSES
 from tests.conftest import PROJECT_ROOT, TINY, interrupt_train_cli, run_train_cli
 from util.callbacks import ProgressBar
@@ -226,10 +227,19 @@ def test_interrupt_writes_a_checkpoint_and_restore_continues(tmp_path: Path) -> 
     (resumed,) = client.search_runs(experiments, filter_string=f"tags.run_dir = '{resumed_dir.resolve()}'")
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["restored_from"] == str(run_dir.resolve())
-    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "time/total_timesteps")]
-    assert steps == [saved_steps + 200, saved_steps + 400]
-    epochs = [m.value for m in client.get_metric_history(resumed.info.run_id, "time/epoch")]
-    assert epochs == [state["epoch"] + 1, state["epoch"] + 2]
+    # The resumed run logs the curve it continues (the checkpoint's epochs at their env steps), then its own.
+    restored_steps = [int(step) for step in state["history"]["time/total_timesteps"]]
+    steps = sorted(m.step for m in client.get_metric_history(resumed.info.run_id, "time/total_timesteps"))
+    assert steps == [*restored_steps, saved_steps + 200, saved_steps + 400]
+    epochs = sorted(m.value for m in client.get_metric_history(resumed.info.run_id, "time/epoch"))
+    assert epochs == [*range(1, state["epoch"] + 3)]
+    restored_success = state["history"]["test/success_rate"]
+    success = sorted(client.get_metric_history(resumed.info.run_id, "test/success_rate"), key=lambda m: m.step)
+    assert [m.value for m in success[: len(restored_success)]] == restored_success
+    # plot.py draws the two runs as one curve: the resumed run's, which holds the killed run's epochs.
+    (curve,) = load_run_curves(store, "test/success_rate", "steps", ["seed"])
+    assert curve.run_id == resumed.info.run_id
+    assert list(curve.x) == [*restored_steps, saved_steps + 200, saved_steps + 400]
 
 
 # The README's custom-env example: a goal env in the folder training runs from, registered on import.
