@@ -18,7 +18,6 @@ from experiment.testing_envs import TESTING_ENVS
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 FUNCTION_BUDGET = ("n_epochs=2", "eval_after_n_steps=100", "n_test_rollouts=1", "save_model_freq=1")
-PERFORMANCE_EPOCH_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,8 @@ def performance_commands(
             f"env={bar.env}",
             *algos[bar.algorithm].overrides,
             *bar.overrides,
-            f"eval_after_n_steps={PERFORMANCE_EPOCH_STEPS}",
-            f"n_epochs={max(1, bar.by_step // PERFORMANCE_EPOCH_STEPS)}",
+            f"eval_after_n_steps={bar.test_every}",
+            f"n_epochs={max(1, bar.by_step // bar.test_every)}",
             f"early_stop_data_column={bar.metric}",
             f"early_stop_threshold={bar.min_value}",
             "early_stop_last_n=1",

@@ -46,6 +46,10 @@ def test_performance_mode_runs_each_seed_with_the_bar_budget(tmp_path: Path) -> 
     assert all(c.bar is not None and c.bar["min_value"] == 0.8 for c in commands)
     for part in ("n_epochs=5", "eval_after_n_steps=1000", "early_stop_threshold=0.8", "algorithm.learner.gamma=0.9"):
         assert part in commands[0].command
+    # A bar measured with a test every 5,000 env steps is run at that cadence, over the same budget.
+    sparse = PerformanceBar("a-cont", "Cont-v0", 0.8, 400_000, 2, 3, test_every=5000)
+    (first, *_) = performance_commands((sparse,), STUB_ALGOS, "py", tmp_path, "sqlite:///x.db")
+    assert "eval_after_n_steps=5000" in first.command and "n_epochs=80" in first.command
 
 
 def _log_run(
