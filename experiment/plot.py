@@ -143,11 +143,16 @@ def load_run_curves(
         page_token = page.token
         if not page_token:
             break
-    # A run resumed with restore_from logs the curve it continues, so the run it continued is left out.
-    continued = {run.data.tags["restored_from"] for run in runs if "restored_from" in run.data.tags}
+    # A run resumed with restore_from logs the curve it continues, so the run it continued (started before it,
+    # possibly in the same run directory) is left out.
+    resumed_at: dict[str, int] = {}
+    for run in runs:
+        source = run.data.tags.get("restored_from")
+        if source is not None:
+            resumed_at[source] = max(resumed_at.get(source, 0), run.info.start_time)
     curves = []
     for run in runs:
-        if run.data.tags.get("run_dir") in continued:
+        if resumed_at.get(run.data.tags.get("run_dir", ""), 0) > run.info.start_time:
             continue
         points = _last_value_per_step(client.get_metric_history(run.info.run_id, metric))
         if not points:

@@ -2,7 +2,7 @@
 
     python experiment/benchmarks/threshold.py --group NAME OVERRIDE... [--group NAME2 OVERRIDE...]
         [--common OVERRIDE...] [--seeds 0 1 2] [--threshold 0.9] [--eval-every N --max-steps N] [--full-budget]
-        [--final-episodes 100] [--workdir DIR] [--experiment NAME] [--plot docs/curves.png]
+        [--final-episodes 100] [--save-model-freq N] [--workdir DIR] [--experiment NAME] [--plot docs/curves.png]
 
 Every group is a list of Hydra overrides of `experiment/train.py` (e.g. `--group her-sac +tuned=AntReacher-v1`),
 `--common` overrides apply to every group. For every seed it trains each group in turn (one run at a time,
@@ -15,6 +15,10 @@ table (first step at the threshold, wall seconds, final success, the test curve)
 that never reached the threshold counts as more than any budget) and, for two or more groups, the ratio of every
 group's median to the first group's. Runs log to `DIR/mlflow.db` with the tag `benchmark_group`, and `--plot`
 draws the groups' curves from there with experiment/plot.py.
+
+Long benchmarks outlive a session: with `--save-model-freq N` every run checkpoints every N epochs, and the same
+command run again (with the same `--experiment`, which the last line prints) continues each unfinished run from its checkpoint in `DIR/<group>_seed<seed>` (`restore_from`)
+and leaves a finished one (threshold reached, or budget spent) as it is; the table then holds every seed.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from mlflow.tracking import MlflowClient
 from experiment import plot
 from experiment.benchmarks.benchmark import rl_zoo_rate
 from experiment.cli import CONF_DIR, register_resolvers
-from experiment.epoch_loop import EpochHook
+from experiment.epoch_loop import STEPS_METRIC, EpochHook
 from experiment.evaluate import evaluate_run
 from experiment.train import train
+from util.checkpoint import find_checkpoint
 
 GROUP_TAG = "benchmark_group"
+SUCCESS = "test/success_rate"
 
 
 @dataclass
@@ -56,6 +62,16 @@ class ThresholdRun:
     final: dict[str, float] | None = None
 
 
+def first_reaching(history: dict[str, list[float]], threshold: float) -> tuple[int | None, float | None]:
+    """(env steps, the loop's wall seconds) of the first epoch in `history` whose test reached `threshold`."""
+    for success, steps, seconds in zip(
+        history.get(SUCCESS, []), history.get(STEPS_METRIC, []), history.get(plot.WALL_METRIC, [])
+    ):
+        if success >= threshold:
+            return int(steps), float(seconds)
+    return None, None
+
+
 def train_to_threshold(
     overrides: list[str],
     threshold: float,
@@ -64,19 +80,22 @@ def train_to_threshold(
     name: str,
     epoch_hooks: Sequence[EpochHook] = (),
     stop_at_threshold: bool = True,
+    save_model_freq: int = 0,
 ) -> tuple[int | None, float | None]:
     """Train one configuration in-process until its test success first reaches `threshold` (or the budget ends).
 
     Returns (env steps, wall seconds of training plus testing) at that epoch, or Nones. The run logs to the
     MLflow store `workdir/mlflow.db` under `experiment` and writes into `workdir/name`; `epoch_hooks` also see
-    every epoch's metrics. Without `stop_at_threshold` the run uses its whole budget (for whole curves).
+    every epoch's metrics. Without `stop_at_threshold` the run uses its whole budget (for whole curves). A run
+    directory that holds a checkpoint is continued from it, and not trained at all if it is already finished.
     """
-    reached: list[tuple[int, float]] = []
-    started = time.perf_counter()
+    run_dir = workdir / name
+    saved = find_checkpoint(run_dir)
+    history: dict[str, list[float]] = {} if saved is None else saved.state["history"]
 
     def hook(epoch: int, metrics: dict[str, float]) -> None:
-        if not reached and metrics.get("test/success_rate", 0.0) >= threshold:
-            reached.append((int(metrics["time/total_timesteps"]), time.perf_counter() - started))
+        for key in (SUCCESS, STEPS_METRIC, plot.WALL_METRIC):
+            history.setdefault(key, []).append(metrics[key])
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -85,23 +104,34 @@ def train_to_threshold(
                 f"early_stop_threshold={threshold if stop_at_threshold else math.inf}",
                 "early_stop_last_n=1",
                 "progress_bar=false",
-                "save_model_freq=0",
+                f"save_model_freq={save_model_freq}",
                 f"base_logdir={workdir / 'data'}",
                 f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
                 f"mlflow.experiment_name={experiment}",
                 *overrides,
+                *([] if saved is None else [f"restore_from={run_dir}"]),
             ],
         )
-    train(cfg, run_dir=workdir / name, epoch_hooks=[hook, *epoch_hooks])
-    return reached[0] if reached else (None, None)
+    reached = first_reaching(history, threshold)
+    finished = saved is not None and (
+        saved.state["epoch"] >= cfg.n_epochs or (stop_at_threshold and reached[0] is not None)
+    )
+    if not finished:
+        train(cfg, run_dir=run_dir, epoch_hooks=[hook, *epoch_hooks])
+    return first_reaching(history, threshold)
 
 
 def run_group_seed(group: str, overrides: list[str], seed: int, args: argparse.Namespace) -> ThresholdRun:
     """Train one group's configuration for one seed, tag its MLflow run and optionally re-test its checkpoint."""
     run = ThresholdRun(group, seed, args.workdir / f"{group}_seed{seed}")
+    saved = find_checkpoint(run.run_dir)
+    if saved is not None:
+        history = saved.state["history"]
+        run.curve = [(int(steps), success) for steps, success in zip(history[STEPS_METRIC], history[SUCCESS])]
+        print(f"  {group} seed {seed}: continuing {run.run_dir} from {saved.state['env_steps']} env steps", flush=True)
 
     def record(epoch: int, metrics: dict[str, float]) -> None:
-        run.curve.append((int(metrics["time/total_timesteps"]), float(metrics["test/success_rate"])))
+        run.curve.append((int(metrics[STEPS_METRIC]), float(metrics[SUCCESS])))
         print(f"  {group} seed {seed} steps {run.curve[-1][0]:>8} test/success_rate {run.curve[-1][1]:.2f}", flush=True)
 
     started = time.perf_counter()
@@ -113,6 +143,7 @@ def run_group_seed(group: str, overrides: list[str], seed: int, args: argparse.N
         run.run_dir.name,
         epoch_hooks=[record],
         stop_at_threshold=not args.full_budget,
+        save_model_freq=args.save_model_freq,
     )
     run.seconds = time.perf_counter() - started
     _tag_group(args.workdir, run.run_dir, group)
@@ -218,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=None, help="budget in env steps (with --eval-every)")
     parser.add_argument("--full-budget", action="store_true", help="train for the whole budget, not to the threshold")
     parser.add_argument("--final-episodes", type=int, default=0, help="re-test every final checkpoint on N episodes")
+    parser.add_argument(
+        "--save-model-freq",
+        type=int,
+        default=0,
+        help="checkpoint every N epochs (0: only at the end), so that the same command continues an unfinished run",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("data/benchmark_threshold"))
     parser.add_argument("--experiment", default=f"threshold_{time.strftime('%Y%m%d_%H%M%S')}", help="MLflow experiment")
     parser.add_argument("--plot", type=Path, default=None, help="draw every group's curve into this PNG (and PDF)")
@@ -279,8 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(args.plot),
             ]
         )
+    given = list(argv if argv is not None else sys.argv[1:])
+    if "--experiment" not in given:
+        given += ["--experiment", args.experiment]
     print(
-        f"reproduce: python experiment/benchmarks/threshold.py {shlex.join(argv if argv is not None else sys.argv[1:])}"
+        f"reproduce (or continue, with --save-model-freq): python experiment/benchmarks/threshold.py {shlex.join(given)}"
     )
     return 0
 
