@@ -11,9 +11,10 @@ Curves: every run that matches the filters (all runs in the store without filter
 drawn as the interquartile mean (IQM, the default) or the mean (`--statistic mean`) across its runs at every
 step, with a 95% stratified-bootstrap confidence band, both computed with rliable (Agarwal et al. 2021, "Deep RL
 at the Edge of the Statistical Precipice"). A run that stopped early holds its last value up to the end of its
-group's longest run; a run resumed with `restore_from` is drawn once, as the whole curve it continues. Each group's final value (the statistic over its runs' last values, with its 95% CI) is
-printed; for exactly two groups, so is rliable's probability of improvement P(first > second) of the final
-values with its 95% CI, also shown in the figure title. `--label GROUP=NAME` renames a group in the legend
+group's longest run; a run resumed with `restore_from` is drawn once, as the whole curve it continues. Each
+group's final value (the statistic over its runs' last values, with its 95% CI) is printed; for exactly two
+groups, so is rliable's probability of improvement P(first > second) of the final values with its 95% CI, also
+shown in the figure title. `--label GROUP=NAME` renames a group in the legend
 (GROUP as printed, e.g. `hac / True / 1.5` for several keys). Both PNG and PDF are written (a frame strip of a
 recorded test episode only as PNG).
 """
