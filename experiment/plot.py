@@ -14,9 +14,9 @@ at the Edge of the Statistical Precipice"). A run that stopped early holds its l
 group's longest run; a run resumed with `restore_from` is drawn once, as the whole curve it continues. Each
 group's final value (the statistic over its runs' last values, with its 95% CI) is printed; for exactly two
 groups, so is rliable's probability of improvement P(first > second) of the final values with its 95% CI, also
-shown in the figure title. `--label GROUP=NAME` renames a group in the legend
-(GROUP as printed, e.g. `hac / True / 1.5` for several keys). Both PNG and PDF are written (a frame strip of a
-recorded test episode only as PNG).
+shown in the figure title. `--label GROUP=NAME` renames a group in the legend (GROUP as printed, e.g.
+`hac / True / 1.5` for several keys). Both PNG and PDF are written (a frame strip of a recorded test episode
+only as PNG).
 """
 
 from __future__ import annotations

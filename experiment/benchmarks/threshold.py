@@ -17,8 +17,9 @@ group's median to the first group's. Runs log to `DIR/mlflow.db` with the tag `b
 draws the groups' curves from there with experiment/plot.py.
 
 Long benchmarks outlive a session: with `--save-model-freq N` every run checkpoints every N epochs, and the same
-command run again (with the same `--experiment`, which the last line prints) continues each unfinished run from its checkpoint in `DIR/<group>_seed<seed>` (`restore_from`)
-and leaves a finished one (threshold reached, or budget spent) as it is; the table then holds every seed.
+command run again (with the same `--experiment`, which the last line prints) continues each unfinished run from
+its checkpoint in `DIR/<group>_seed<seed>` (`restore_from`) and leaves a finished one (threshold reached, or
+budget spent) as it is; the table then holds every seed.
 """
 
 from __future__ import annotations
@@ -81,17 +82,20 @@ def train_to_threshold(
     epoch_hooks: Sequence[EpochHook] = (),
     stop_at_threshold: bool = True,
     save_model_freq: int = 0,
-) -> tuple[int | None, float | None]:
+) -> dict[str, list[float]]:
     """Train one configuration in-process until its test success first reaches `threshold` (or the budget ends).
 
-    Returns (env steps, wall seconds of training plus testing) at that epoch, or Nones. The run logs to the
-    MLflow store `workdir/mlflow.db` under `experiment` and writes into `workdir/name`; `epoch_hooks` also see
-    every epoch's metrics. Without `stop_at_threshold` the run uses its whole budget (for whole curves). A run
-    directory that holds a checkpoint is continued from it, and not trained at all if it is already finished.
+    Returns the run's test success, env steps and wall seconds (training plus testing) per epoch, under their
+    metric names (:func:`first_reaching` reads the threshold's epoch from it). The run logs to the MLflow store
+    `workdir/mlflow.db` under `experiment` and writes into `workdir/name`; `epoch_hooks` also see every epoch's
+    metrics. Without `stop_at_threshold` the run uses its whole budget (for whole curves). A run directory that
+    holds a checkpoint is continued from it, and not trained at all if it is already finished.
     """
     run_dir = workdir / name
     saved = find_checkpoint(run_dir)
     history: dict[str, list[float]] = {} if saved is None else saved.state["history"]
+    if saved is not None:
+        print(f"  {name}: continuing {run_dir} from {saved.state['env_steps']} env steps", flush=True)
 
     def hook(epoch: int, metrics: dict[str, float]) -> None:
         for key in (SUCCESS, STEPS_METRIC, plot.WALL_METRIC):
@@ -118,34 +122,33 @@ def train_to_threshold(
     )
     if not finished:
         train(cfg, run_dir=run_dir, epoch_hooks=[hook, *epoch_hooks])
-    return first_reaching(history, threshold)
+    return history
 
 
 def run_group_seed(group: str, overrides: list[str], seed: int, args: argparse.Namespace) -> ThresholdRun:
     """Train one group's configuration for one seed, tag its MLflow run and optionally re-test its checkpoint."""
     run = ThresholdRun(group, seed, args.workdir / f"{group}_seed{seed}")
-    saved = find_checkpoint(run.run_dir)
-    if saved is not None:
-        history = saved.state["history"]
-        run.curve = [(int(steps), success) for steps, success in zip(history[STEPS_METRIC], history[SUCCESS])]
-        print(f"  {group} seed {seed}: continuing {run.run_dir} from {saved.state['env_steps']} env steps", flush=True)
 
-    def record(epoch: int, metrics: dict[str, float]) -> None:
-        run.curve.append((int(metrics[STEPS_METRIC]), float(metrics[SUCCESS])))
-        print(f"  {group} seed {seed} steps {run.curve[-1][0]:>8} test/success_rate {run.curve[-1][1]:.2f}", flush=True)
+    def show(epoch: int, metrics: dict[str, float]) -> None:
+        steps, success = int(metrics[STEPS_METRIC]), metrics[SUCCESS]
+        print(f"  {group} seed {seed} steps {steps:>8} test/success_rate {success:.2f}", flush=True)
 
     started = time.perf_counter()
-    run.reached_at, run.seconds_to_threshold = train_to_threshold(
+    history = train_to_threshold(
         [*args.common, *overrides, *_budget(args), f"seed={seed}"],
         args.threshold,
         args.workdir,
         args.experiment,
         run.run_dir.name,
-        epoch_hooks=[record],
+        epoch_hooks=[show],
         stop_at_threshold=not args.full_budget,
         save_model_freq=args.save_model_freq,
     )
     run.seconds = time.perf_counter() - started
+    run.curve = [
+        (int(steps), success) for steps, success in zip(history.get(STEPS_METRIC, []), history.get(SUCCESS, []))
+    ]
+    run.reached_at, run.seconds_to_threshold = first_reaching(history, args.threshold)
     _tag_group(args.workdir, run.run_dir, group)
     if args.final_episodes > 0:
         run.final = evaluate_run(run.run_dir, args.final_episodes)
@@ -319,9 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = list(argv if argv is not None else sys.argv[1:])
     if "--experiment" not in given:
         given += ["--experiment", args.experiment]
-    print(
-        f"reproduce (or continue, with --save-model-freq): python experiment/benchmarks/threshold.py {shlex.join(given)}"
-    )
+    print(f"reproduce (or continue): python experiment/benchmarks/threshold.py {shlex.join(given)}")
     return 0
 
 
