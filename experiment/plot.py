@@ -3,6 +3,7 @@
     python experiment/plot.py --tracking-uri sqlite:///mlflow.db --out curves.png --group-by algorithm.model_class
     python experiment/plot.py --out curves.png --env FetchReach-v4 --param n_epochs=6 --statistic mean --x wall
     python experiment/plot.py --out curves.png --group-by algorithm.model_class --label sac=HER-SAC --label td3=HER-TD3
+    python experiment/plot.py --out seeds.png --group-by seed --run-name push_s0 --run-name push_s1_continued
     python experiment/plot.py --storage sqlite:///sweeps.db --study my_sweep --out sweep.png
     python experiment/plot.py --video data/<run>/videos/test_step_00006000.mp4 --out frames.png
 
@@ -118,8 +119,12 @@ def load_run_curves(
     group_by: Sequence[str],
     experiments: Sequence[str] = (),
     filter_string: str = "",
+    run_names: Sequence[str] = (),
 ) -> list[RunCurve]:
     """Read `metric` of every matching run (in `experiments`, or all) with the group key from params or tags.
+
+    `run_names`, if given, keeps only the runs with one of these names (a run's name is its run directory's name),
+    so hand-picked runs that no param or tag separates from others can be drawn together.
 
     `x_axis` is `steps` (the metric's step, env steps) or `wall` (the run's `time/wall_seconds` at that step).
     Runs without the metric are left out, and so is a run that a matching run resumed (`restored_from`): the
@@ -136,14 +141,17 @@ def load_run_curves(
         experiment_ids = [experiment.experiment_id for experiment in found if experiment is not None]
     else:
         experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
+    name_clauses = [f"attributes.run_name = {_quote(name)}" for name in run_names] or [""]
     runs = []
-    page_token = None
-    while experiment_ids:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=page_token)
-        runs += list(page)
-        page_token = page.token
-        if not page_token:
-            break
+    for name_clause in name_clauses:
+        query = " and ".join(clause for clause in (filter_string, name_clause) if clause)
+        page_token = None
+        while experiment_ids:
+            page = client.search_runs(experiment_ids, query, max_results=1000, page_token=page_token)
+            runs += list(page)
+            page_token = page.token
+            if not page_token:
+                break
     # A run resumed with restore_from logs the curve it continues, so the run it continued (started before it,
     # possibly in the same run directory) is left out.
     resumed_at: dict[str, int] = {}
@@ -450,6 +458,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     source.add_argument("--algorithm", help="only runs with this algorithm tag")
     source.add_argument("--tag", type=_key_value, action="append", default=[], help="KEY=VALUE (repeatable)")
     source.add_argument("--param", type=_key_value, action="append", default=[], help="KEY=VALUE (repeatable)")
+    source.add_argument(
+        "--run-name", action="append", default=[], help="only runs with this name, i.e. run directory (repeatable)"
+    )
     sweep = parser.add_argument_group("a sweep from Optuna")
     sweep.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///sweeps.db")
     sweep.add_argument("--study", help="study name (with --storage)")
@@ -482,7 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         group_by = [key.strip() for key in args.group_by.split(",") if key.strip()]
         filter_string = mlflow_filter(args.env, args.algorithm, args.tag, args.param)
         try:
-            curves = load_run_curves(args.tracking_uri, args.metric, args.x, group_by, args.experiment, filter_string)
+            curves = load_run_curves(
+                args.tracking_uri, args.metric, args.x, group_by, args.experiment, filter_string, args.run_name
+            )
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -184,6 +184,23 @@ def test_cli_without_filters_plots_every_run_and_filters_select(
     assert main(["--tracking-uri", store, "--out", str(out), "--metric", "no/such_metric"]) == 2
 
 
+def test_run_names_select_exactly_the_named_runs_with_the_other_filters(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    picked = load_run_curves(store, "test/success_rate", "steps", ["seed"], run_names=["sac-0", "td3-2", "nosuch"])
+    assert sorted(c.group for c in picked) == ["0", "2"] and len(picked) == 2
+    assert [list(c.y) for c in sorted(picked, key=lambda c: c.group)] == [CURVES["sac"][0], CURVES["td3"][2]]
+    only_td3 = mlflow_filter(params=[("algorithm.model_class", "td3")])
+    anded = load_run_curves(store, "test/success_rate", "steps", ["seed"], [], only_td3, ["sac-0", "td3-2"])
+    assert [c.group for c in anded] == ["2"]
+    out = tmp_path / "named.png"
+    args = ["--tracking-uri", store, "--out", str(out), "--group-by", "seed", "--run-name", "sac-0"]
+    assert main([*args, "--run-name", "sac-1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(":")[0] for line in printed if " runs, final " in line) == ["0", "1"]
+    assert main([*args[:-2], "--run-name", "nosuch"]) == 2
+
+
 def test_cli_labels_rename_groups_and_an_unknown_group_exits_2(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
