@@ -113,3 +113,30 @@ def test_early_stop_ends_training_when_the_threshold_is_reached(make_cfg, tmp_pa
     train(cfg, run_dir=tmp_path / "run")
     log = (tmp_path / "run" / "train.log").read_text()
     assert "epoch 2 " in log and "epoch 3 " not in log
+
+
+@pytest.mark.parametrize(
+    "overrides,layers_expected",
+    [
+        (["algorithm=her"], [-4.0]),
+        (["algorithm=her", "algorithm.per_model_class.sac.target_entropy=-2"], [-2.0]),
+        (["algorithm=her", "algorithm.model_class=tqc", "algorithm.per_model_class.tqc.target_entropy=-1.5"], [-1.5]),
+        (["algorithm=sac", "algorithm.learner.target_entropy=-3"], [-3.0]),
+        (["algorithm=hac", "algorithm.per_model_class.sac.target_entropy=-2"], [-2.0, -2.0]),
+        (["algorithm=hac"], [-4.0, -3.0]),  # auto: minus each layer's action size, lowest first (env 4, subgoal 3)
+    ],
+)
+def test_target_entropy_reaches_every_entropy_tuned_learner(
+    make_cfg, overrides: list[str], layers_expected: list[float]
+) -> None:
+    from interface.algorithms import ALGORITHMS
+    from interface.envs import make_vec_env
+
+    cfg = make_cfg("env=FetchReach-v4", *overrides)
+    env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=False, subprocess=False)
+    try:
+        model = ALGORITHMS[cfg.algorithm.name].build(cfg.algorithm, env, 0, "cpu")
+        learners = getattr(model, "learners", [model])
+        assert [float(learner.target_entropy) for learner in learners] == layers_expected
+    finally:
+        env.close()
