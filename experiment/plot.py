@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -112,6 +113,19 @@ def mlflow_filter(
     return " and ".join(clauses)
 
 
+def _search_all_pages(client: Any, experiment_ids: Sequence[str], query: str) -> list[Any]:
+    """Every run of `experiment_ids` that matches `query`, across MLflow's result pages."""
+    runs: list[Any] = []
+    page_token = None
+    while experiment_ids:
+        page = client.search_runs(experiment_ids, query, max_results=1000, page_token=page_token)
+        runs += list(page)
+        page_token = page.token
+        if not page_token:
+            break
+    return runs
+
+
 def load_run_curves(
     tracking_uri: str | None,
     metric: str,
@@ -141,17 +155,12 @@ def load_run_curves(
         experiment_ids = [experiment.experiment_id for experiment in found if experiment is not None]
     else:
         experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
+    # MLflow compares run names one at a time (only run ids take a list), so each name is its own search.
     name_clauses = [f"attributes.run_name = {_quote(name)}" for name in run_names] or [""]
-    runs = []
-    for name_clause in name_clauses:
-        query = " and ".join(clause for clause in (filter_string, name_clause) if clause)
-        page_token = None
-        while experiment_ids:
-            page = client.search_runs(experiment_ids, query, max_results=1000, page_token=page_token)
-            runs += list(page)
-            page_token = page.token
-            if not page_token:
-                break
+    queries = [
+        " and ".join(clause for clause in (filter_string, name_clause) if clause) for name_clause in name_clauses
+    ]
+    runs = [run for query in queries for run in _search_all_pages(client, experiment_ids, query)]
     # A run resumed with restore_from logs the curve it continues, so the run it continued (started before it,
     # possibly in the same run directory) is left out.
     resumed_at: dict[str, int] = {}

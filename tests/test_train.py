@@ -9,6 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from experiment.train import train
+from interface.algorithms import ALGORITHMS
+from interface.envs import make_vec_env
 from tests.conftest import TINY
 
 CONTRACT_METRICS = (
@@ -129,9 +131,6 @@ def test_early_stop_ends_training_when_the_threshold_is_reached(make_cfg, tmp_pa
 def test_target_entropy_reaches_every_entropy_tuned_learner(
     make_cfg, overrides: list[str], layers_expected: list[float]
 ) -> None:
-    from interface.algorithms import ALGORITHMS
-    from interface.envs import make_vec_env
-
     cfg = make_cfg("env=FetchReach-v4", *overrides)
     env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=False, subprocess=False)
     try:
