@@ -26,7 +26,7 @@ def learner_kwargs(
 ) -> dict[str, Any]:
     """SB3 constructor kwargs: `learner`, then `per_model_class[learner]`, then `overrides`, merged.
 
-    `action_noise_std` becomes Gaussian action noise; `policy: auto` picks MultiInputPolicy for Dict observations
+    `action_noise_std` becomes Gaussian action noise; `random_action_prob` is checked to lie in [0, 1]; `policy: auto` picks MultiInputPolicy for Dict observations
     and MlpPolicy otherwise.
     """
     per_class = algorithm_cfg.get("per_model_class") or {}
@@ -34,6 +34,10 @@ def learner_kwargs(
     containers = [OmegaConf.to_container(part, resolve=True) for part in parts if part]
     merged = OmegaConf.merge(*containers, overrides or {})
     kwargs: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
+    share = kwargs.get("random_action_prob")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1):
+        section = f"per_model_class.{learner}" if "random_action_prob" in (per_class.get(learner) or {}) else "learner"
+        raise ConfigError(f"algorithm.{section}.random_action_prob", f"must be a number in [0, 1], got {share!r}")
     noise_std = kwargs.pop("action_noise_std", None)
     if noise_std:
         n_actions = int(np.prod(action_space.shape))

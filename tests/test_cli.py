@@ -39,6 +39,10 @@ BAD_INPUT = [
     (["no_such_key=1"], "no_such_key: unknown config key (allowed top-level keys:"),
     (["env_subprocess=sometimes"], "env_subprocess: unknown value 'sometimes' (allowed: auto, true, false)"),
     (["algorithm.obs_std_floor=-0.1"], "algorithm.obs_std_floor: must be a number >= 0, got -0.1"),
+    (
+        ["algorithm.per_model_class.sac.random_action_prob=1.5"],
+        "algorithm.per_model_class.sac.random_action_prob: must be a number in [0, 1], got 1.5",
+    ),
     # Mistakes Hydra itself refuses, which it reports in several lines with exit 1
     (["n_epoch=2"], "n_epoch: unknown config key, did you mean n_epochs? (allowed top-level keys:"),
     (

@@ -22,7 +22,11 @@ from util.subproc_vec_env import GoalSubprocVecEnv, TrainWhileStepping
 
 
 def _model(
-    n_critics: int = 2, subprocess: bool = False, learning_starts: int = 100, net_arch: tuple[int, ...] = (32, 32)
+    n_critics: int = 2,
+    subprocess: bool = False,
+    learning_starts: int = 100,
+    net_arch: tuple[int, ...] = (32, 32),
+    random_action_prob: float = 0.0,
 ) -> FusedSAC:
     env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=True, subprocess=subprocess)
     model = FusedSAC(
@@ -36,6 +40,7 @@ def _model(
         replay_buffer_class=HindsightReplayBuffer,
         replay_buffer_kwargs={"n_sampled_goal": 4},
         policy_kwargs={"net_arch": list(net_arch), "n_critics": n_critics},
+        random_action_prob=random_action_prob,
     )
     model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
     return model
@@ -313,3 +318,30 @@ def test_buffers_with_their_own_sample_are_sampled_through_it() -> None:
     model.replay_buffer.attach_goal_functions(*goal_functions(env))  # type: ignore[union-attr]
     model.learn(120)
     assert model._lean is not None and calls == [32] * 20
+
+
+@pytest.mark.parametrize(("share", "low", "high"), [(0.0, 0, 0), (0.3, 240, 360), (1.0, 1000, 1000)])
+def test_random_action_share_replaces_that_share_of_exploring_actions(
+    share: float, low: int, high: int, tmp_path: Path
+) -> None:
+    """After warm-up, `random_action_prob` of the exploring actions are uniform in the box, the rest the policy's.
+
+    The actor's spread is shrunk to nothing, so the policy's own sample is its deterministic action and any other
+    action is a random one. The share survives save and load.
+    """
+    model = _model(learning_starts=0, random_action_prob=share)
+    model.actor.log_std.weight.data.zero_()
+    model.actor.log_std.bias.data.fill_(-20.0)
+    model._last_obs = model.env.reset()  # type: ignore[assignment,union-attr]
+    greedy = model.policy.scale_action(model.predict(model._last_obs, deterministic=True)[0])  # type: ignore[arg-type]
+    np.random.seed(0)
+    samples = [model._sample_action(0) for _ in range(1000)]
+    scaled = np.concatenate([buffer_action for _, buffer_action in samples])
+    random = np.abs(scaled - greedy).max(axis=1) > 1e-3
+    assert low <= random.sum() <= high
+    assert np.allclose(np.concatenate([action for action, _ in samples]), model.policy.unscale_action(scaled))
+    if random.any():
+        uniform = scaled[random]
+        assert np.all(np.abs(uniform) <= 1.0) and 0.5 < uniform.std() < 0.65  # U(-1, 1) has std 0.577
+    model.save(tmp_path / "model")
+    assert FusedSAC.load(tmp_path / "model", device="cpu").random_action_prob == share

@@ -550,3 +550,24 @@ def test_two_layer_smoke_run_on_fetch_reach_with_restore(make_cfg, tracking_uri:
     # The resumed run holds the whole curve, the layers' metrics included: the restored epochs, then its own.
     for name in ("time/total_timesteps", "test_layer1/success_rate"):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, name)) == [200, 400, 600], name
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_sac_layers_explore_with_their_random_action_share(make_cfg, share: float) -> None:
+    """A SAC layer's `random_action_prob` replaces its exploring action by a uniform one; greedy actions keep it."""
+    model = _hac_on_chain(
+        make_cfg, "algorithm.learner.learning_starts=0", f"algorithm.per_model_class.sac.random_action_prob={share}"
+    )
+    learner = model.learners[0]
+    learner.actor.log_std.weight.data.zero_()
+    learner.actor.log_std.bias.data.fill_(-20.0)  # the policy's own sample is its greedy action
+    cell = np.array([2.0], dtype=np.float32)
+    obs = {"observation": cell, "achieved_goal": cell.copy(), "desired_goal": np.array([4.0], dtype=np.float32)}
+    greedy = model._choose_action(0, obs, explore=False)
+    explored = np.array([model._choose_action(0, obs, explore=True) for _ in range(200)])
+    off_policy = np.abs(explored - greedy).max(axis=1) > 1e-3
+    assert off_policy.sum() == (200 if share else 0)
+    low, high = learner.action_space.low, learner.action_space.high
+    assert np.all((explored >= low) & (explored <= high))
+    if share:
+        assert explored.std() > 0.25 * float(np.max(high - low))  # uniform: (high - low) / sqrt(12) = 0.29 of range

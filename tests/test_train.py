@@ -139,3 +139,24 @@ def test_target_entropy_reaches_every_entropy_tuned_learner(
         assert [float(learner.target_entropy) for learner in learners] == layers_expected
     finally:
         env.close()
+
+
+@pytest.mark.parametrize(
+    "overrides,layers_expected",
+    [
+        (["algorithm=her"], [0.0]),
+        (["algorithm=her", "algorithm.per_model_class.sac.random_action_prob=0.3"], [0.3]),
+        (["algorithm=sac", "algorithm.learner.random_action_prob=0.2"], [0.2]),
+        (["algorithm=hac", "algorithm.per_model_class.sac.random_action_prob=0.25"], [0.25, 0.25]),
+    ],
+)
+def test_random_action_prob_reaches_every_sac_learner(
+    make_cfg, overrides: list[str], layers_expected: list[float]
+) -> None:
+    cfg = make_cfg("env=FetchReach-v4", *overrides)
+    env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=False, subprocess=False)
+    try:
+        model = ALGORITHMS[cfg.algorithm.name].build(cfg.algorithm, env, 0, "cpu")
+        assert [learner.random_action_prob for learner in getattr(model, "learners", [model])] == layers_expected
+    finally:
+        env.close()

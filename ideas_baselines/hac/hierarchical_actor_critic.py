@@ -394,9 +394,11 @@ class HierarchicalActorCritic:
                 step = hop
 
     def _choose_action(self, index: int, layer_obs: Observation, explore: bool) -> np.ndarray:
-        """Layer `index`'s action for a raw observation: warm-up uniform, policy sample plus noise, or greedy."""
+        """Layer `index`'s action for a raw observation: warm-up uniform, policy sample plus noise, or greedy;
+        while exploring, uniform with the learner's `random_action_prob` (FusedSAC's key) as well."""
         learner = self.learners[index]
-        if explore and self.num_timesteps < learner.learning_starts:
+        random_share = getattr(learner, "random_action_prob", 0.0)
+        if explore and (self.num_timesteps < learner.learning_starts or np.random.random_sample() < random_share):
             return np.asarray(learner.action_space.sample())
         action, _ = learner.predict(self._normalize(_batch(layer_obs)), deterministic=not explore)
         if explore and learner.action_noise is not None:

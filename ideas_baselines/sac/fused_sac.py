@@ -107,10 +107,15 @@ class FusedSAC(SAC):
     before that gradient step (a lag of one update).
 
     Policies the fast path does not cover (images, gSDE, batch norm, non-ReLU activations, custom extractors)
-    train with SB3's own code. Constructor arguments are SAC's.
+    train with SB3's own code. Constructor arguments are SAC's, plus `random_action_prob`: the probability per
+    env step (after `learning_starts`) that a uniformly random action replaces the policy's sample, the HER
+    paper's exploration for tasks where the policy's own spread rarely reaches the object (0 = SAC's own).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, random_action_prob: float = 0.0, **kwargs: Any) -> None:
+        if not 0.0 <= random_action_prob <= 1.0:
+            raise ValueError(f"random_action_prob must lie in [0, 1], got {random_action_prob!r}")
+        self.random_action_prob = float(random_action_prob)
         policy_kwargs = dict(kwargs.pop("policy_kwargs", None) or {})
         if policy_kwargs.get("optimizer_class", th.optim.Adam) is th.optim.Adam:
             policy_kwargs["optimizer_kwargs"] = {"fused": True, **(policy_kwargs.get("optimizer_kwargs") or {})}
@@ -242,12 +247,20 @@ class FusedSAC(SAC):
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exploration actions from the numpy actor (SB3's path during warm-up and off the CPU)."""
-        if self._numpy_actor is None or self.num_timesteps < learning_starts or self._last_obs is None:
+        """Exploration actions from the numpy actor (SB3's path during warm-up and off the CPU), each replaced by
+        a uniformly random one with probability `random_action_prob`."""
+        if self.num_timesteps < learning_starts:
             return super()._sample_action(learning_starts, action_noise, n_envs)
-        scaled_action = self._numpy_actor(self._flat_observation(self._last_obs), deterministic=False)  # type: ignore[arg-type]
-        if action_noise is not None:
-            scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
+        if self._numpy_actor is None or self._last_obs is None:
+            scaled_action = super()._sample_action(learning_starts, action_noise, n_envs)[1]
+        else:
+            scaled_action = self._numpy_actor(self._flat_observation(self._last_obs), deterministic=False)  # type: ignore[arg-type]
+            if action_noise is not None:
+                scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
+        if self.random_action_prob > 0.0:
+            replace = np.random.random_sample(len(scaled_action)) < self.random_action_prob
+            uniform = np.random.uniform(-1.0, 1.0, scaled_action.shape).astype(scaled_action.dtype)
+            scaled_action = np.where(replace[:, None], uniform, scaled_action)
         return self.policy.unscale_action(scaled_action), scaled_action
 
     def predict(
