@@ -118,45 +118,36 @@ def test_early_stop_ends_training_when_the_threshold_is_reached(make_cfg, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "overrides,layers_expected",
+    "key,overrides,layers_expected",
     [
-        (["algorithm=her"], [-4.0]),
-        (["algorithm=her", "algorithm.per_model_class.sac.target_entropy=-2"], [-2.0]),
-        (["algorithm=her", "algorithm.model_class=tqc", "algorithm.per_model_class.tqc.target_entropy=-1.5"], [-1.5]),
-        (["algorithm=sac", "algorithm.learner.target_entropy=-3"], [-3.0]),
-        (["algorithm=hac", "algorithm.per_model_class.sac.target_entropy=-2"], [-2.0, -2.0]),
-        (["algorithm=hac"], [-4.0, -3.0]),  # auto: minus each layer's action size, lowest first (env 4, subgoal 3)
+        ("target_entropy", ["algorithm=her"], [-4.0]),
+        ("target_entropy", ["algorithm=her", "algorithm.per_model_class.sac.target_entropy=-2"], [-2.0]),
+        (
+            "target_entropy",
+            ["algorithm=her", "algorithm.model_class=tqc", "algorithm.per_model_class.tqc.target_entropy=-1.5"],
+            [-1.5],
+        ),
+        ("target_entropy", ["algorithm=sac", "algorithm.learner.target_entropy=-3"], [-3.0]),
+        ("target_entropy", ["algorithm=hac", "algorithm.per_model_class.sac.target_entropy=-2"], [-2.0, -2.0]),
+        ("target_entropy", ["algorithm=hac"], [-4.0, -3.0]),  # auto: minus each layer's action size (env 4, subgoal 3)
+        ("random_action_prob", ["algorithm=her"], [0.0]),
+        ("random_action_prob", ["algorithm=her", "algorithm.per_model_class.sac.random_action_prob=0.3"], [0.3]),
+        ("random_action_prob", ["algorithm=sac", "algorithm.learner.random_action_prob=0.2"], [0.2]),
+        (
+            "random_action_prob",
+            ["algorithm=hac", "algorithm.per_model_class.sac.random_action_prob=0.25"],
+            [0.25, 0.25],
+        ),
     ],
 )
-def test_target_entropy_reaches_every_entropy_tuned_learner(
-    make_cfg, overrides: list[str], layers_expected: list[float]
+def test_exploration_keys_reach_every_learner_they_tune(
+    make_cfg, key: str, overrides: list[str], layers_expected: list[float]
 ) -> None:
     cfg = make_cfg("env=FetchReach-v4", *overrides)
     env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=False, subprocess=False)
     try:
         model = ALGORITHMS[cfg.algorithm.name].build(cfg.algorithm, env, 0, "cpu")
         learners = getattr(model, "learners", [model])
-        assert [float(learner.target_entropy) for learner in learners] == layers_expected
-    finally:
-        env.close()
-
-
-@pytest.mark.parametrize(
-    "overrides,layers_expected",
-    [
-        (["algorithm=her"], [0.0]),
-        (["algorithm=her", "algorithm.per_model_class.sac.random_action_prob=0.3"], [0.3]),
-        (["algorithm=sac", "algorithm.learner.random_action_prob=0.2"], [0.2]),
-        (["algorithm=hac", "algorithm.per_model_class.sac.random_action_prob=0.25"], [0.25, 0.25]),
-    ],
-)
-def test_random_action_prob_reaches_every_sac_learner(
-    make_cfg, overrides: list[str], layers_expected: list[float]
-) -> None:
-    cfg = make_cfg("env=FetchReach-v4", *overrides)
-    env = make_vec_env("FetchReach-v4", {}, seed=0, normalize_obs=False, subprocess=False)
-    try:
-        model = ALGORITHMS[cfg.algorithm.name].build(cfg.algorithm, env, 0, "cpu")
-        assert [learner.random_action_prob for learner in getattr(model, "learners", [model])] == layers_expected
+        assert [float(getattr(learner, key)) for learner in learners] == layers_expected
     finally:
         env.close()
