@@ -571,3 +571,18 @@ def test_sac_layers_explore_with_their_random_action_share(make_cfg, share: floa
     assert np.all((explored >= low) & (explored <= high))
     if share:
         assert explored.std() > 0.25 * float(np.max(high - low))  # uniform: (high - low) / sqrt(12) = 0.29 of range
+
+
+def test_saved_layer_buffers_hold_their_filled_rows_and_restore_penalties(make_cfg, tmp_path: Path) -> None:
+    """A checkpoint's buffers (main store and penalties) cost their filled rows and come back equal."""
+    model = _hac_on_chain(make_cfg, "algorithm.learner.learning_starts=10", "algorithm.subgoal_test_perc=1.0")
+    model.learn(60)
+    model.save_replay_buffer(tmp_path / "buffers.pkl")
+    capacity = sum(buffer.actions.nbytes + buffer.penalties.actions.nbytes for buffer in model.replay_buffer)
+    assert (tmp_path / "buffers.pkl").stat().st_size < capacity / 10
+    saved = [(buffer.pos, buffer.penalties.pos, buffer.penalties.rewards.copy()) for buffer in model.replay_buffer]
+    assert any(penalties > 0 for _, penalties, _ in saved)  # every subgoal tested: some were missed
+    model.load_replay_buffer(tmp_path / "buffers.pkl")
+    for buffer, (pos, penalty_pos, rewards) in zip(model.replay_buffer, saved, strict=True):
+        assert (buffer.pos, buffer.penalties.pos) == (pos, penalty_pos)
+        np.testing.assert_array_equal(buffer.penalties.rewards, rewards)

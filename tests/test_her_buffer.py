@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -170,3 +172,30 @@ def test_shared_goal_statistics_keep_achieved_goals_inside_the_clip_bound(
     env.save(str(tmp_path / "vecnormalize.pkl"))
     loaded = VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), env.venv)
     assert (loaded.obs_rms["desired_goal"] is loaded.obs_rms["achieved_goal"]) == shared
+
+
+@pytest.mark.parametrize(("n_steps", "compact"), [(120, True), (5_000, False)])
+def test_a_pickled_buffer_holds_its_filled_rows_and_restores_every_array(n_steps: int, compact: bool) -> None:
+    """Before it wraps, a pickled buffer costs its filled rows, not its capacity; after unpickling every array, the
+    samples and the next writes are those of the original."""
+    buffer, env = _fill("FetchReach-v4", "future", n_steps=n_steps, buffer_size=4_000)
+    data = pickle.dumps(buffer)
+    full_size = sum(value.nbytes for value in buffer.observations.values()) * 2 + buffer.actions.nbytes
+    assert (len(data) < full_size / 10) == compact
+    restored = pickle.loads(data)
+    restored.attach_goal_functions(env.unwrapped.compute_reward, env.unwrapped.compute_terminated)
+    for key, value in vars(buffer).items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(restored, key), value)
+    for part in ("observations", "next_observations"):
+        for key, value in getattr(buffer, part).items():
+            np.testing.assert_array_equal(getattr(restored, part)[key], value)
+    assert (restored.pos, restored.full) == (buffer.pos, buffer.full)
+    samples = []
+    for copy in (buffer, restored):
+        np.random.seed(5)
+        samples.append(copy.sample_transitions(64))
+    for original, again in zip(*samples, strict=True):
+        for key in original if isinstance(original, dict) else [None]:
+            pair = (again[key], original[key]) if key else (again, original)
+            np.testing.assert_array_equal(*pair)

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.buffers import DictReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
 from ideas_baselines.her import HindsightReplayBuffer
+from ideas_baselines.her.hindsight_replay_buffer import CompactDictReplayBuffer
 
 
 class SubgoalTestingBuffer(HindsightReplayBuffer):
@@ -27,7 +27,7 @@ class SubgoalTestingBuffer(HindsightReplayBuffer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.penalties = DictReplayBuffer(
+        self.penalties = CompactDictReplayBuffer(
             self.buffer_size,
             self.observation_space,
             self.action_space,
