@@ -398,7 +398,9 @@ class HierarchicalActorCritic:
         while exploring, uniform with the learner's `random_action_prob` (FusedSAC's key) as well."""
         learner = self.learners[index]
         random_share = getattr(learner, "random_action_prob", 0.0)
-        if explore and (self.num_timesteps < learner.learning_starts or np.random.random_sample() < random_share):
+        warm_up = self.num_timesteps < learner.learning_starts
+        # drawn only when a share is set, so runs without one keep the random numbers they always had
+        if explore and (warm_up or (random_share > 0 and np.random.random_sample() < random_share)):
             return np.asarray(learner.action_space.sample())
         action, _ = learner.predict(self._normalize(_batch(layer_obs)), deterministic=not explore)
         if explore and learner.action_noise is not None:
