@@ -26,8 +26,8 @@ def learner_kwargs(
 ) -> dict[str, Any]:
     """SB3 constructor kwargs: `learner`, then `per_model_class[learner]`, then `overrides`, merged.
 
-    `action_noise_std` becomes Gaussian action noise; `random_action_prob` is checked to lie in [0, 1]; `policy: auto` picks MultiInputPolicy for Dict observations
-    and MlpPolicy otherwise.
+    `action_noise_std` becomes Gaussian action noise; `random_action_prob` is checked to lie in [0, 1];
+    `policy: auto` picks MultiInputPolicy for Dict observations and MlpPolicy otherwise.
     """
     per_class = algorithm_cfg.get("per_model_class") or {}
     parts = [algorithm_cfg.get("learner"), per_class.get(learner)]
