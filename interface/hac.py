@@ -37,8 +37,9 @@ def build_hac(algorithm_cfg: DictConfig, env: VecEnv, seed: int, device: str) ->
         action_space = env.action_space if index == 0 else _subgoal_action_space(low, high, radii[-index])
         if not isinstance(action_space, spaces.Box):
             raise ConfigError("algorithm.layer_classes", f"the env needs a Box action space, has {action_space}")
-        overrides = per_layer[len(classes) - 1 - index]
-        kwargs = learner_kwargs(algorithm_cfg, name, action_space, env.observation_space, overrides)
+        position = len(classes) - 1 - index
+        where = f"algorithm.per_layer.{position}"
+        kwargs = learner_kwargs(algorithm_cfg, name, action_space, env.observation_space, per_layer[position], where)
         kwargs["replay_buffer_kwargs"] = buffer_kwargs
         try:
             learner = build_layer_learner(

@@ -23,10 +23,12 @@ def learner_kwargs(
     action_space: spaces.Space,
     observation_space: spaces.Space,
     overrides: dict[str, Any] | None = None,
+    overrides_key: str = "overrides",
 ) -> dict[str, Any]:
     """SB3 constructor kwargs: `learner`, then `per_model_class[learner]`, then `overrides`, merged.
 
-    `action_noise_std` becomes Gaussian action noise; `random_action_prob` is checked to lie in [0, 1];
+    `action_noise_std` becomes Gaussian action noise; `random_action_prob` is checked to lie in [0, 1] and a bad
+    value is reported under the section it came from (`overrides_key` names where `overrides` live in the config);
     `policy: auto` picks MultiInputPolicy for Dict observations and MlpPolicy otherwise.
     """
     per_class = algorithm_cfg.get("per_model_class") or {}
@@ -36,8 +38,13 @@ def learner_kwargs(
     kwargs: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
     share = kwargs.get("random_action_prob")
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1):
-        section = f"per_model_class.{learner}" if "random_action_prob" in (per_class.get(learner) or {}) else "learner"
-        raise ConfigError(f"algorithm.{section}.random_action_prob", f"must be a number in [0, 1], got {share!r}")
+        if "random_action_prob" in (overrides or {}):
+            section = overrides_key
+        elif "random_action_prob" in (per_class.get(learner) or {}):
+            section = f"algorithm.per_model_class.{learner}"
+        else:
+            section = "algorithm.learner"
+        raise ConfigError(f"{section}.random_action_prob", f"must be a number in [0, 1], got {share!r}")
     noise_std = kwargs.pop("action_noise_std", None)
     if noise_std:
         n_actions = int(np.prod(action_space.shape))

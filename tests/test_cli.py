@@ -43,6 +43,10 @@ BAD_INPUT = [
         ["algorithm.per_model_class.sac.random_action_prob=1.5"],
         "algorithm.per_model_class.sac.random_action_prob: must be a number in [0, 1], got 1.5",
     ),
+    (
+        ["algorithm=hac", "algorithm.per_layer=[{},{random_action_prob:-0.2}]"],
+        "algorithm.per_layer.1.random_action_prob: must be a number in [0, 1], got -0.2",
+    ),
     # Mistakes Hydra itself refuses, which it reports in several lines with exit 1
     (["n_epoch=2"], "n_epoch: unknown config key, did you mean n_epochs? (allowed top-level keys:"),
     (
