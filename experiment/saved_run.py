@@ -127,10 +127,11 @@ def uses_env_subprocess(cfg: DictConfig, spec: AlgorithmSpec) -> bool:
     return bool(cfg.env_subprocess)
 
 
-def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = False) -> VecEnv:
+def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = False, training: bool = False) -> VecEnv:
     """One vectorised env of a run as its config asks: `env_kwargs`, and observation normalisation if the
     algorithm's `normalize_obs` is on (with its `obs_std_floor` and `shared_goal_statistics`, absent from runs
-    saved before those keys existed): the training env, the test env and experiment/evaluate.py's env."""
+    saved before those keys existed): the training env, the test env and experiment/evaluate.py's env.
+    Only a `training` env starts episodes grasped (`grasped_start_prob`): tests start where the task starts."""
     algorithm = cfg.algorithm
     return make_vec_env(
         env_id,
@@ -140,6 +141,7 @@ def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = Fal
         subprocess=subprocess,
         obs_std_floor=float(algorithm.get("obs_std_floor", 0.0)),
         shared_goal_statistics=bool(algorithm.get("shared_goal_statistics", False)),
+        grasped_start_prob=float(cfg.get("grasped_start_prob", 0.0)) if training else 0.0,
     )
 
 

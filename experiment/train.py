@@ -105,7 +105,7 @@ def _hydra_overrides() -> list[str] | None:
 def _make_envs(
     cfg: DictConfig, env_id: str, checkpoint: Checkpoint | None, subprocess: bool = False
 ) -> tuple[VecEnv, VecEnv]:
-    train_env = make_run_env(cfg, env_id, cfg.seed, subprocess)
+    train_env = make_run_env(cfg, env_id, cfg.seed, subprocess, training=True)
     eval_env = make_run_env(cfg, env_id, cfg.seed + TEST_SEED_OFFSET)
     if checkpoint is not None:
         train_env = restore_normalization(train_env, checkpoint, required=False)

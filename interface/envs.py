@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import ideas_envs.register_envs  # noqa: F401  (registers our ids)
 from ideas_envs.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
+from ideas_envs.grasped_start import GraspedStart, can_start_grasped
 from util.errors import ConfigError
 from util.subproc_vec_env import GoalSubprocVecEnv, TrainWhileStepping
 
@@ -76,11 +77,17 @@ def _make_working_directory_importable() -> None:
         sys.path.append(cwd)
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
+def make_env(
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    render_mode: str | None = None,
+    grasped_start_prob: float = 0.0,
+) -> gym.Env:
     """Build one env by id and wrap it in SB3's Monitor, which records episode returns and lengths.
 
     Goal envs that pay +1 at the goal (gymnasium-robotics' sparse mazes) are first mapped to the -1/0 reward and
-    `info["is_success"]` every other goal env here has (:class:`MinusOneZeroReward`).
+    `info["is_success"]` every other goal env here has (:class:`MinusOneZeroReward`). A `grasped_start_prob`
+    above 0 starts that share of episodes with the object in the gripper (:class:`GraspedStart`; training envs).
     """
     kwargs = dict(env_kwargs or {})
     if render_mode is not None:
@@ -89,6 +96,15 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode:
         env = gym.make(env_id, **kwargs)
     except TypeError as error:
         raise ConfigError("env_kwargs", f"rejected by {env_id}: {error}") from None
+    if grasped_start_prob > 0:
+        if not can_start_grasped(env):
+            env.close()
+            raise ConfigError(
+                "grasped_start_prob",
+                f"{env_id} has no object or no gripper that opens; only gymnasium-robotics' FetchPickAndPlace "
+                "can start grasped (use 0 elsewhere)",
+            )
+        env = GraspedStart(env, grasped_start_prob)
     return Monitor(MinusOneZeroReward(env) if pays_one_at_goal(env) else env)
 
 
@@ -102,6 +118,7 @@ def make_vec_env(
     subprocess: bool = False,
     obs_std_floor: float = 0.0,
     shared_goal_statistics: bool = False,
+    grasped_start_prob: float = 0.0,
 ) -> VecEnv:
     """Build `n_envs` seeded copies of an env in a DummyVecEnv, optionally with observation normalisation.
 
@@ -112,10 +129,10 @@ def make_vec_env(
     Two guards: with `shared_goal_statistics` both goal keys share one running mean/std, fed by desired and
     achieved goals alike; and every component is divided by sqrt(variance + `obs_std_floor`**2).
     With `subprocess` the envs step in a worker process instead, under a :class:`TrainWhileStepping` wrapper
-    that lets a learner train while they step.
+    that lets a learner train while they step. `grasped_start_prob`: see :func:`make_env`.
     """
     factories: list[Callable[[], gym.Env]] = [
-        (lambda: make_env(env_id, env_kwargs, render_mode)) for _ in range(n_envs)
+        (lambda: make_env(env_id, env_kwargs, render_mode, grasped_start_prob)) for _ in range(n_envs)
     ]
     vec_env: VecEnv = TrainWhileStepping(GoalSubprocVecEnv(factories)) if subprocess else DummyVecEnv(factories)
     vec_env.seed(seed)

@@ -89,6 +89,11 @@ BAD_INPUT = [
         "algorithm.subgoal_test_perc: must be a probability in [0, 1]",
     ),
     (["render_freq=0"], "render_freq: must be an integer >= 1, got 0"),
+    (["grasped_start_prob=1.5"], "grasped_start_prob: must be a number in [0, 1], got 1.5"),
+    (
+        ["env=FetchPush-v4", "grasped_start_prob=0.5"],
+        "grasped_start_prob: FetchPush-v4 has no object or no gripper that opens",
+    ),
     (
         ["env=tests.goal_env_faults:ScalarReward-v0", "algorithm.model_class=dqn"],
         "env: ScalarReward-v0.compute_reward answered a batch of 4 goal pairs with shape (); it must be vectorised",
