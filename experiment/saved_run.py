@@ -53,10 +53,13 @@ RESUMABLE_KEYS = frozenset(
 )
 # Group options on the command line stand for the whole group; these keys tell which option a saved run used.
 GROUP_KEYS = {"algorithm": "algorithm.name"}
+# Top-level keys that runs saved before them lack, with the value that reproduces how those runs trained.
+PREDATED_KEYS = {"grasped_start_prob": 0.0}
 
 
 def load_run_config(run_dir: Path, key: str = "run_dir") -> DictConfig:
-    """The resolved config a run saved in `<run_dir>/config.yaml`; ConfigError under `key` if there is none."""
+    """The resolved config a run saved in `<run_dir>/config.yaml` (keys it predates filled in from PREDATED_KEYS);
+    ConfigError under `key` if there is none."""
     if not run_dir.is_dir():
         raise ConfigError(key, f"no such directory: {run_dir}")
     config = run_dir / CONFIG_FILE
@@ -64,6 +67,8 @@ def load_run_config(run_dir: Path, key: str = "run_dir") -> DictConfig:
         raise ConfigError(key, f"{run_dir} has no {CONFIG_FILE} (not a run directory of experiment/train.py)")
     cfg = OmegaConf.load(config)
     assert isinstance(cfg, DictConfig)
+    for name, value in PREDATED_KEYS.items():
+        cfg.setdefault(name, value)
     return cfg
 
 
@@ -141,7 +146,7 @@ def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = Fal
         subprocess=subprocess,
         obs_std_floor=float(algorithm.get("obs_std_floor", 0.0)),
         shared_goal_statistics=bool(algorithm.get("shared_goal_statistics", False)),
-        grasped_start_prob=float(cfg.get("grasped_start_prob", 0.0)) if training else 0.0,
+        grasped_start_prob=float(cfg.grasped_start_prob) if training else 0.0,
     )
 
 

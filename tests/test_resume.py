@@ -64,6 +64,19 @@ def test_restore_keeps_the_saved_value_when_an_override_repeats_it(tmp_path: Pat
     assert resumed.seed == 3 and resumed.n_epochs == 4 and resumed.restore_from == str(first)
 
 
+def test_a_run_saved_before_a_key_existed_resumes_with_a_preset_and_trains_as_it_did(tmp_path: Path, make_cfg) -> None:
+    first = tmp_path / "first"
+    train(make_cfg(*TINY, "n_epochs=1", "+tuned=FetchPush-v4", "algorithm.learner.learning_starts=50"), run_dir=first)
+    config = OmegaConf.load(first / "config.yaml")
+    del config["grasped_start_prob"]  # as written before the key existed
+    OmegaConf.save(config, first / "config.yaml")
+    overrides = ["+tuned=FetchPush-v4", "algorithm.learner.learning_starts=50", "n_epochs=2", f"restore_from={first}"]
+    resumed = resume_config(make_cfg(*TINY, *overrides), overrides)
+    assert resumed.grasped_start_prob == 0.0 and resumed.n_epochs == 2
+    with pytest.raises(ConfigError, match="^grasped_start_prob: .*conflicts with the run being resumed"):
+        resume_config(make_cfg(*TINY, *overrides, "grasped_start_prob=0.5"), [*overrides, "grasped_start_prob=0.5"])
+
+
 def _tiny_model(tmp_path: Path):
     env = make_vec_env("FetchReach-v4", {}, 0, normalize_obs=True)
     cfg = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "algorithm" / "her.yaml")
