@@ -1,4 +1,4 @@
-"""Start a share of a Fetch task's episodes with its object already held in the gripper.
+"""Start a share of a Fetch task's episodes with an object (the block, or a tool) already held in the gripper.
 
 Goals in the air (half of FetchPickAndPlace's) pay only once the block is lifted, and a policy that has never held
 it rarely lifts it by chance; the table half is learned long before. Starting some training episodes from a grasp
@@ -13,37 +13,54 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 FINGER_JOINTS = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")
-OBJECT_JOINT = "object0:joint"
-OPEN_FINGER = 0.04  # per finger: a 8 cm opening around the 5 cm block
-CLOSE_STEPS = 5  # env steps of a closing command: the fingers settle on the block, the arm does not move
+# gymnasium-robotics' Fetch tasks hold their block at its centre, where its site is.
+FETCH_OBJECT_GRASP = ("object0:joint", "object0")
+OPEN_FINGER = 0.04  # per finger: an 8 cm opening around the 5 cm block
+# Env steps of a closing command, the object held in place meanwhile (a thin handle would fall out of fingers
+# that take several steps to reach it), then steps with the object free, in which the fingers alone hold it.
+CLOSE_STEPS = 5
+SETTLE_STEPS = 2
 CLOSE_ACTION = np.array([0.0, 0.0, 0.0, -1.0])
+SIMULATION_API = ("_utils", "_set_action", "_mujoco_step", "_step_callback", "_get_obs")
+
+
+def grasp_point(env: gym.Env) -> tuple[str, str] | None:
+    """What `env` can start holding, or None: the free joint of the object and the object's site that goes
+    between the fingers. An env names them in a `grasped_start` attribute (ours: Hook's handle);
+    gymnasium-robotics' Fetch tasks with an object and a gripper that opens hold their block."""
+    base = env.unwrapped
+    if not all(hasattr(base, name) for name in SIMULATION_API) or getattr(base, "block_gripper", True):
+        return None
+    declared = getattr(base, "grasped_start", None)
+    if declared is not None:
+        return declared
+    return FETCH_OBJECT_GRASP if getattr(base, "has_object", False) else None
 
 
 def can_start_grasped(env: gym.Env) -> bool:
-    """Whether `env` is a gymnasium-robotics Fetch task with an object and a gripper that opens."""
-    base = env.unwrapped
-    return (
-        bool(getattr(base, "has_object", False))
-        and not getattr(base, "block_gripper", True)
-        and all(hasattr(base, name) for name in ("_utils", "_mujoco", "_set_action", "_mujoco_step", "_get_obs"))
-    )
+    """Whether `env` has an object to hold and a gripper that opens (see :func:`grasp_point`)."""
+    return grasp_point(env) is not None
 
 
 class GraspedStart(gym.Wrapper):
-    """With probability `prob`, reset places the object between the open fingers at the gripper's start position
-    and closes them on it; the returned observation (and the episode's goal, sampled as usual) follow.
+    """With probability `prob`, reset places the object upright with its grasp point between the open fingers at
+    the gripper's start position and closes them on it; the returned observation (and the episode's goal, sampled
+    as usual) follow.
 
     The episode's step budget is untouched: the closing steps run the simulation before the first observation.
     """
 
     def __init__(self, env: gym.Env, prob: float) -> None:
-        if not can_start_grasped(env):
-            raise ValueError(f"{env.unwrapped} has no object or no gripper that opens")
+        point = grasp_point(env)
+        if point is None:
+            raise ValueError(f"{env.unwrapped} has no object to hold or no gripper that opens")
         super().__init__(env)
         self.prob = prob
+        self.joint, self.site = point
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         """The task's reset, then (with probability `prob`, drawn from the env's own generator) a grasp."""
@@ -53,18 +70,19 @@ class GraspedStart(gym.Wrapper):
             obs = self._grasp(base)
         return obs, info
 
-    @staticmethod
-    def _grasp(base: Any) -> Any:
+    def _grasp(self, base: Any) -> Any:
         model, data, utils = base.model, base.data, base._utils
         for joint in FINGER_JOINTS:
             utils.set_joint_qpos(model, data, joint, OPEN_FINGER)
-        pose = utils.get_joint_qpos(model, data, OBJECT_JOINT).copy()
-        pose[:3] = utils.get_site_xpos(model, data, "robot0:grip")
+        pose = utils.get_joint_qpos(model, data, self.joint).copy()
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, self.site)
+        pose[:3] = utils.get_site_xpos(model, data, "robot0:grip") - model.site_pos[site]  # upright: frames align
         pose[3:] = (1.0, 0.0, 0.0, 0.0)
-        utils.set_joint_qpos(model, data, OBJECT_JOINT, pose)
-        utils.set_joint_qvel(model, data, OBJECT_JOINT, np.zeros(6))
-        base._mujoco.mj_forward(model, data)
-        for _ in range(CLOSE_STEPS):
+        for step in range(CLOSE_STEPS + SETTLE_STEPS):
+            if step < CLOSE_STEPS:
+                utils.set_joint_qpos(model, data, self.joint, pose)
+                utils.set_joint_qvel(model, data, self.joint, np.zeros(6))
+                mujoco.mj_forward(model, data)
             base._set_action(CLOSE_ACTION)
             base._mujoco_step(CLOSE_ACTION)
             base._step_callback()

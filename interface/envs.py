@@ -101,7 +101,7 @@ def make_env(
             env.close()
             raise ConfigError(
                 "grasped_start_prob",
-                f"{env_id} has no object or no gripper that opens; only gymnasium-robotics' FetchPickAndPlace "
+                f"{env_id} has no object to hold or no gripper that opens; FetchPickAndPlace-v4 and Hook-o1-v1 "
                 "can start grasped (use 0 elsewhere)",
             )
         env = GraspedStart(env, grasped_start_prob)

@@ -92,7 +92,7 @@ BAD_INPUT = [
     (["grasped_start_prob=1.5"], "grasped_start_prob: must be a number in [0, 1], got 1.5"),
     (
         ["env=FetchPush-v4", "grasped_start_prob=0.5"],
-        "grasped_start_prob: FetchPush-v4 has no object or no gripper that opens",
+        "grasped_start_prob: FetchPush-v4 has no object to hold or no gripper that opens",
     ),
     (
         ["env=tests.goal_env_faults:ScalarReward-v0", "algorithm.model_class=dqn"],

@@ -32,7 +32,9 @@ def test_only_fetch_tasks_with_an_opening_gripper_can_start_grasped() -> None:
     assert can_start_grasped(gym.make(PNP))
     assert not can_start_grasped(gym.make("FetchPush-v4"))  # its gripper is blocked
     assert not can_start_grasped(gym.make("FetchReach-v4"))  # no object
-    with pytest.raises(ValueError, match="no object or no gripper"):
+    assert can_start_grasped(gym.make("Hook-o1-v1"))  # declares its hook
+    assert not can_start_grasped(gym.make("Blocks-o1-gripper_none-v1"))
+    with pytest.raises(ValueError, match="no object to hold or no gripper"):
         GraspedStart(gym.make("FetchSlide-v4"), 1.0)
 
 
@@ -52,6 +54,27 @@ def test_grasped_start_holds_the_block_lifts_it_and_keeps_the_step_budget() -> N
             assert _block_height(obs["observation"]) > _block_height(start) + 0.05  # carried up with the gripper
             assert _block_offset(obs["observation"]) < 0.03
     assert steps == env.spec.max_episode_steps and not terminated
+
+
+def test_hook_starts_held_at_its_grasp_place_and_random_sweeps_then_move_the_block() -> None:
+    """Held, the hook is carried up with the gripper, and random sweeps with it move the out-of-reach block."""
+    env = GraspedStart(gym.make("Hook-o1-v1"), 1.0)
+    moved = 0
+    for episode in range(12):
+        obs, _ = env.reset(seed=episode)
+        base = env.unwrapped
+        assert np.linalg.norm(base.site_position("hook_grasp") - base.grip_position()) < 0.01
+        hook_start, block_start = base.site_position("hook"), base.block_position()
+        if episode == 0:
+            for _ in range(5):
+                env.step(UP_CLOSED)
+            assert base.site_position("hook")[2] > hook_start[2] + 0.1
+            continue
+        rng = np.random.default_rng(episode)
+        for _ in range(150):
+            env.step(np.append(rng.uniform(-1, 1, 3), -1.0))
+        moved += np.linalg.norm(base.block_position() - block_start) > 0.02
+    assert moved >= 1
 
 
 def test_share_of_grasped_starts_follows_prob_and_zero_is_the_task() -> None:

@@ -56,6 +56,10 @@ class HookEnv(FetchGoalEnv, EzPickle):
     :param kwargs: ``render_mode``, ``width``, ``height`` (see ``MujocoGoalEnv``).
     """
 
+    # What a grasped start (`grasped_start_prob`, ideas_envs/grasped_start.py) puts in the gripper: the hook, at
+    # the place on its handle made for the gripper.
+    grasped_start = ("hook:joint", "hook_grasp")
+
     def __init__(self, reward_type: str = "sparse", distance_threshold: float = 0.05, **kwargs: Any) -> None:
         kwargs.setdefault(
             "default_camera_config",
