@@ -53,7 +53,7 @@ def validate_config(cfg: DictConfig) -> None:
     floor = cfg.algorithm.get("obs_std_floor", 0.0)
     if isinstance(floor, bool) or not isinstance(floor, int | float) or floor < 0:
         raise ConfigError("algorithm.obs_std_floor", f"must be a number >= 0, got {floor!r}")
-    grasped = cfg.get("grasped_start_prob", 0.0)
+    grasped = cfg.grasped_start_prob
     if isinstance(grasped, bool) or not isinstance(grasped, int | float) or not 0 <= grasped <= 1:
         raise ConfigError("grasped_start_prob", f"must be a number in [0, 1], got {grasped!r}")
     shared = cfg.algorithm.get("shared_goal_statistics", False)
