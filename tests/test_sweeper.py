@@ -298,6 +298,22 @@ def test_the_median_pruner_prunes_from_the_first_finished_trial_on(tmp_path: Pat
     assert never.state == optuna.trial.TrialState.PRUNED and never.user_attrs["env_steps"] == 100
 
 
+def test_pruner_kwargs_given_on_the_command_line_reach_the_pruner(tmp_path: Path) -> None:
+    result = _sweep(
+        tmp_path,
+        "+env_kwargs.fault=choice(always_success, never_success)",
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.learned_early_stop=false",
+        "+hydra.sweeper.pruner_kwargs.n_warmup_steps=2",
+        "n_epochs=4",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    never = {t.params["env_kwargs.fault"]: t for t in _study(tmp_path).trials}["never_success"]
+    assert never.state == optuna.trial.TrialState.PRUNED and never.user_attrs["env_steps"] == 200
+
+
 @pytest.fixture(scope="module")
 def fault_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """One grid sweep of 6 trials, 2 at a time: 3 fine, one raising, one NaN, one killed."""
