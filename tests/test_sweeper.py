@@ -281,7 +281,16 @@ def test_a_sweep_caps_a_running_trial_at_1_5x_the_epochs_of_a_trial_that_stopped
     assert never.user_attrs["env_steps"] == 100 * epochs
 
 
-def test_the_median_pruner_prunes_from_the_first_finished_trial_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("pruner_args", "pruned_at_steps"),
+    [
+        ([], 100),  # optuna's default (5 finished trials first) would let it run 4 epochs
+        (["+hydra.sweeper.pruner_kwargs.n_warmup_steps=2"], 200),  # pruner_kwargs from the command line reach it
+    ],
+)
+def test_the_median_pruner_prunes_from_the_first_finished_trial_on(
+    tmp_path: Path, pruner_args: list[str], pruned_at_steps: int
+) -> None:
     result = _sweep(
         tmp_path,
         "+env_kwargs.fault=choice(always_success, never_success)",  # grid order: the success runs first
@@ -290,28 +299,13 @@ def test_the_median_pruner_prunes_from_the_first_finished_trial_on(tmp_path: Pat
         "hydra.sweeper.n_jobs=1",
         "hydra.sweeper.learned_early_stop=false",
         "n_epochs=4",
+        *pruner_args,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trials = {t.params["env_kwargs.fault"]: t for t in _study(tmp_path).trials}
     assert trials["always_success"].state == optuna.trial.TrialState.COMPLETE
-    never = trials["never_success"]  # optuna's default (5 finished trials first) would let it run 4 epochs
-    assert never.state == optuna.trial.TrialState.PRUNED and never.user_attrs["env_steps"] == 100
-
-
-def test_pruner_kwargs_given_on_the_command_line_reach_the_pruner(tmp_path: Path) -> None:
-    result = _sweep(
-        tmp_path,
-        "+env_kwargs.fault=choice(always_success, never_success)",
-        "hydra.sweeper.sampler=grid",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=1",
-        "hydra.sweeper.learned_early_stop=false",
-        "+hydra.sweeper.pruner_kwargs.n_warmup_steps=2",
-        "n_epochs=4",
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    never = {t.params["env_kwargs.fault"]: t for t in _study(tmp_path).trials}["never_success"]
-    assert never.state == optuna.trial.TrialState.PRUNED and never.user_attrs["env_steps"] == 200
+    never = trials["never_success"]
+    assert never.state == optuna.trial.TrialState.PRUNED and never.user_attrs["env_steps"] == pruned_at_steps
 
 
 @pytest.fixture(scope="module")
