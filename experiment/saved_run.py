@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from interface.algorithm_spec import AlgorithmSpec
 from interface.algorithms import overlaps_env_step
-from interface.envs import make_vec_env
+from interface.envs import START_AIDS, make_vec_env
 from util.checkpoint import Checkpoint, find_checkpoint
 from util.errors import ConfigError
 from util.run_info import flatten
@@ -54,7 +54,7 @@ RESUMABLE_KEYS = frozenset(
 # Group options on the command line stand for the whole group; these keys tell which option a saved run used.
 GROUP_KEYS = {"algorithm": "algorithm.name"}
 # Top-level keys that runs saved before them lack, with the value that reproduces how those runs trained.
-PREDATED_KEYS = {"grasped_start_prob": 0.0}
+PREDATED_KEYS = {"grasped_start_prob": 0.0, "scripted_start_prob": 0.0}
 
 
 def load_run_config(run_dir: Path, key: str = "run_dir") -> DictConfig:
@@ -136,7 +136,8 @@ def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = Fal
     """One vectorised env of a run as its config asks: `env_kwargs`, and observation normalisation if the
     algorithm's `normalize_obs` is on (with its `obs_std_floor` and `shared_goal_statistics`, absent from runs
     saved before those keys existed): the training env, the test env and experiment/evaluate.py's env.
-    Only a `training` env starts episodes grasped (`grasped_start_prob`): tests start where the task starts."""
+    Only a `training` env has start aids (`grasped_start_prob`, `scripted_start_prob`): tests start where the
+    task starts."""
     algorithm = cfg.algorithm
     return make_vec_env(
         env_id,
@@ -146,7 +147,7 @@ def make_run_env(cfg: DictConfig, env_id: str, seed: int, subprocess: bool = Fal
         subprocess=subprocess,
         obs_std_floor=float(algorithm.get("obs_std_floor", 0.0)),
         shared_goal_statistics=bool(algorithm.get("shared_goal_statistics", False)),
-        grasped_start_prob=float(cfg.grasped_start_prob) if training else 0.0,
+        start_probs={key: float(cfg[key]) for key in START_AIDS} if training else None,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from interface.envs import START_AIDS
 from util.errors import ConfigError
 from util.mlflow_logger import check_tracking_server
 from util.video import check_render_test
@@ -53,9 +54,10 @@ def validate_config(cfg: DictConfig) -> None:
     floor = cfg.algorithm.get("obs_std_floor", 0.0)
     if isinstance(floor, bool) or not isinstance(floor, int | float) or floor < 0:
         raise ConfigError("algorithm.obs_std_floor", f"must be a number >= 0, got {floor!r}")
-    grasped = cfg.grasped_start_prob
-    if isinstance(grasped, bool) or not isinstance(grasped, int | float) or not 0 <= grasped <= 1:
-        raise ConfigError("grasped_start_prob", f"must be a number in [0, 1], got {grasped!r}")
+    for key in START_AIDS:
+        prob = cfg[key]
+        if isinstance(prob, bool) or not isinstance(prob, int | float) or not 0 <= prob <= 1:
+            raise ConfigError(key, f"must be a number in [0, 1], got {prob!r}")
     shared = cfg.algorithm.get("shared_goal_statistics", False)
     if not isinstance(shared, bool):
         raise ConfigError("algorithm.shared_goal_statistics", f"unknown value {shared!r}", ["true", "false"])

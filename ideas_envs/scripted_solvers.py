@@ -251,6 +251,15 @@ def four_rooms_path(start: np.ndarray, goal: np.ndarray) -> list[np.ndarray]:
     return [doorway(start_room, via), ROOMS[via] * ROOM_SIZE / 2, doorway(via, goal_room), goal]
 
 
+# The env classes that have a scripted solver (subclasses included: both ants are AntGoalEnvs).
+SOLVED_ENVS = (BlocksEnv, HookEnv, ButtonUnlockEnv, AntGoalEnv)
+
+
+def has_scripted_solver(env: gym.Env) -> bool:
+    """Whether :func:`scripted_controller` can drive `env`."""
+    return isinstance(env.unwrapped, SOLVED_ENVS)
+
+
 def scripted_controller(env: gym.Env) -> Callable[[], np.ndarray]:
     """The scripted solver for an env that was just reset: a callable giving the next action."""
     unwrapped = env.unwrapped

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
 import importlib
 import importlib.util
-import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -21,16 +19,27 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 import ideas_envs.register_envs  # noqa: F401  (registers our ids)
 from ideas_envs.goal_reward_convention import MinusOneZeroReward, pays_one_at_goal
 from ideas_envs.grasped_start import GraspedStart, can_start_grasped
+from ideas_envs.scripted_solvers import has_scripted_solver
+from ideas_envs.scripted_start import ScriptedStart
 from util.errors import ConfigError
 from util.subproc_vec_env import GoalSubprocVecEnv, TrainWhileStepping
 
-# gymnasium-robotics prints a notice about Adroit v1 envs (which we do not use) to stderr on import;
-# keep stderr for our own one-line errors.
-with contextlib.redirect_stderr(io.StringIO()):
-    import gymnasium_robotics
-gym.register_envs(gymnasium_robotics)
+# The gymnasium-robotics ids (Fetch, mazes) are registered by importing ideas_envs, which imports it quietly.
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
+# Training-start aids by config key: whether an env can have it, its wrapper, and the refusal for one that cannot.
+START_AIDS: dict[str, tuple[Callable[[gym.Env], bool], Callable[[gym.Env, float], gym.Env], str]] = {
+    "grasped_start_prob": (
+        can_start_grasped,
+        GraspedStart,
+        "has no object to hold or no gripper that opens; FetchPickAndPlace-v4 and Hook-o1-v1 can start grasped",
+    ),
+    "scripted_start_prob": (
+        has_scripted_solver,
+        ScriptedStart,
+        "has no scripted solver; our Blocks, Hook, ButtonUnlock, AntReacher and Ant4Rooms envs have one",
+    ),
+}
 # Goal pairs in the batch `check_goal_env` asks `compute_reward` about.
 REWARD_PROBE_BATCH = 4
 
@@ -81,13 +90,15 @@ def make_env(
     env_id: str,
     env_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
-    grasped_start_prob: float = 0.0,
+    start_probs: Mapping[str, float] | None = None,
 ) -> gym.Env:
     """Build one env by id and wrap it in SB3's Monitor, which records episode returns and lengths.
 
     Goal envs that pay +1 at the goal (gymnasium-robotics' sparse mazes) are first mapped to the -1/0 reward and
-    `info["is_success"]` every other goal env here has (:class:`MinusOneZeroReward`). A `grasped_start_prob`
-    above 0 starts that share of episodes with the object in the gripper (:class:`GraspedStart`; training envs).
+    `info["is_success"]` every other goal env here has (:class:`MinusOneZeroReward`). `start_probs` maps keys of
+    START_AIDS to the share of episodes that start with that aid (training envs): `grasped_start_prob` with the
+    object in the gripper (:class:`GraspedStart`), `scripted_start_prob` part of the way along the scripted
+    solver's path (:class:`ScriptedStart`).
     """
     kwargs = dict(env_kwargs or {})
     if render_mode is not None:
@@ -96,15 +107,13 @@ def make_env(
         env = gym.make(env_id, **kwargs)
     except TypeError as error:
         raise ConfigError("env_kwargs", f"rejected by {env_id}: {error}") from None
-    if grasped_start_prob > 0:
-        if not can_start_grasped(env):
-            env.close()
-            raise ConfigError(
-                "grasped_start_prob",
-                f"{env_id} has no object to hold or no gripper that opens; FetchPickAndPlace-v4 and Hook-o1-v1 "
-                "can start grasped (use 0 elsewhere)",
-            )
-        env = GraspedStart(env, grasped_start_prob)
+    for key, prob in (start_probs or {}).items():
+        if prob > 0:
+            applies, wrapper, refusal = START_AIDS[key]
+            if not applies(env):
+                env.close()
+                raise ConfigError(key, f"{env_id} {refusal} (use 0 elsewhere)")
+            env = wrapper(env, prob)
     return Monitor(MinusOneZeroReward(env) if pays_one_at_goal(env) else env)
 
 
@@ -118,7 +127,7 @@ def make_vec_env(
     subprocess: bool = False,
     obs_std_floor: float = 0.0,
     shared_goal_statistics: bool = False,
-    grasped_start_prob: float = 0.0,
+    start_probs: Mapping[str, float] | None = None,
 ) -> VecEnv:
     """Build `n_envs` seeded copies of an env in a DummyVecEnv, optionally with observation normalisation.
 
@@ -129,10 +138,10 @@ def make_vec_env(
     Two guards: with `shared_goal_statistics` both goal keys share one running mean/std, fed by desired and
     achieved goals alike; and every component is divided by sqrt(variance + `obs_std_floor`**2).
     With `subprocess` the envs step in a worker process instead, under a :class:`TrainWhileStepping` wrapper
-    that lets a learner train while they step. `grasped_start_prob`: see :func:`make_env`.
+    that lets a learner train while they step. `start_probs`: see :func:`make_env`.
     """
     factories: list[Callable[[], gym.Env]] = [
-        (lambda: make_env(env_id, env_kwargs, render_mode, grasped_start_prob)) for _ in range(n_envs)
+        (lambda: make_env(env_id, env_kwargs, render_mode, start_probs)) for _ in range(n_envs)
     ]
     vec_env: VecEnv = TrainWhileStepping(GoalSubprocVecEnv(factories)) if subprocess else DummyVecEnv(factories)
     vec_env.seed(seed)

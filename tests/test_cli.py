@@ -90,6 +90,11 @@ BAD_INPUT = [
     ),
     (["render_freq=0"], "render_freq: must be an integer >= 1, got 0"),
     (["grasped_start_prob=1.5"], "grasped_start_prob: must be a number in [0, 1], got 1.5"),
+    (["scripted_start_prob=-0.5"], "scripted_start_prob: must be a number in [0, 1], got -0.5"),
+    (
+        ["env=FetchPush-v4", "scripted_start_prob=0.5"],
+        "scripted_start_prob: FetchPush-v4 has no scripted solver",
+    ),
     (
         ["env=FetchPush-v4", "grasped_start_prob=0.5"],
         "grasped_start_prob: FetchPush-v4 has no object to hold or no gripper that opens",

@@ -112,4 +112,4 @@ def test_her_sac_trains_with_grasped_starts(make_cfg, tmp_path: Path) -> None:
 
 def test_make_env_refuses_grasped_starts_where_there_is_nothing_to_hold() -> None:
     with pytest.raises(ConfigError, match="grasped_start_prob"):
-        make_env("FetchReach-v4", grasped_start_prob=0.5)
+        make_env("FetchReach-v4", start_probs={"grasped_start_prob": 0.5})
