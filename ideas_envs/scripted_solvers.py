@@ -9,6 +9,7 @@ an external force, which proves that goals are reachable in time whatever the ga
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -251,29 +252,32 @@ def four_rooms_path(start: np.ndarray, goal: np.ndarray) -> list[np.ndarray]:
     return [doorway(start_room, via), ROOMS[via] * ROOM_SIZE / 2, doorway(via, goal_room), goal]
 
 
-# The env classes that have a scripted solver (subclasses included: both ants are AntGoalEnvs).
-SOLVED_ENVS = (BlocksEnv, HookEnv, ButtonUnlockEnv, AntGoalEnv)
+# Each env class's solver, built from the env just after its reset; the first class that matches is used, so a
+# subclass (Ant4RoomsEnv) comes before its base (AntGoalEnv).
+SOLVERS: dict[type, Callable[[Any], Callable[[], np.ndarray]]] = {
+    BlocksEnv: ScriptedStacker,
+    HookEnv: lambda env: WaypointFollower(env, hook_waypoints(env)),
+    ButtonUnlockEnv: lambda env: WaypointFollower(env, button_waypoints(env)),
+    Ant4RoomsEnv: lambda env: AntGaitWalker(env, four_rooms_path(env.torso_xy(), env.goal)),
+    AntGoalEnv: lambda env: AntGaitWalker(env, [env.goal]),
+}
+
+
+def _solver_of(env: gym.Env) -> Callable[[Any], Callable[[], np.ndarray]] | None:
+    return next((solver for kind, solver in SOLVERS.items() if isinstance(env.unwrapped, kind)), None)
 
 
 def has_scripted_solver(env: gym.Env) -> bool:
     """Whether :func:`scripted_controller` can drive `env`."""
-    return isinstance(env.unwrapped, SOLVED_ENVS)
+    return _solver_of(env) is not None
 
 
 def scripted_controller(env: gym.Env) -> Callable[[], np.ndarray]:
     """The scripted solver for an env that was just reset: a callable giving the next action."""
-    unwrapped = env.unwrapped
-    if isinstance(unwrapped, BlocksEnv):
-        return ScriptedStacker(unwrapped)
-    if isinstance(unwrapped, HookEnv):
-        return WaypointFollower(unwrapped, hook_waypoints(unwrapped))
-    if isinstance(unwrapped, ButtonUnlockEnv):
-        return WaypointFollower(unwrapped, button_waypoints(unwrapped))
-    if isinstance(unwrapped, Ant4RoomsEnv):
-        return AntGaitWalker(unwrapped, four_rooms_path(unwrapped.torso_xy(), unwrapped.goal))
-    if isinstance(unwrapped, AntGoalEnv):
-        return AntGaitWalker(unwrapped, [unwrapped.goal])
-    raise ValueError(f"no scripted solver for {type(unwrapped).__name__}")
+    solver = _solver_of(env)
+    if solver is None:
+        raise ValueError(f"no scripted solver for {type(env.unwrapped).__name__}")
+    return solver(env.unwrapped)
 
 
 def scripted_success(
