@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ WALL_METRIC = "time/wall_seconds"
 STATISTICS = ("iqm", "mean")
 STATISTIC_NAMES = {"iqm": "IQM", "mean": "mean"}
 MAX_GRID_POINTS = 200
+# Characters per title line that fit the curve figure's width at the title's font size; longer lines wrap.
+TITLE_WIDTH = 80
 # Groups that reach the same values draw on top of each other; distinct markers and dashes keep each visible.
 GROUP_STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"), ("P", "--")]
 
@@ -349,8 +352,12 @@ def draw_curves(
     name = STATISTIC_NAMES[statistic]
     axes.set_ylabel(f"{metric} ({name} over runs)")
     summary = f"{name} over runs, stratified bootstrap 95% CI (rliable)"
-    lines = [f"{title}\n{summary}" if title else f"{metric}: {summary}", *([note] if note else [])]
-    axes.set_title("\n".join(lines), fontsize="medium")
+    lines = [
+        *(title.splitlines() if title else []),
+        summary if title else f"{metric}: {summary}",
+        *([note] if note else []),
+    ]
+    axes.set_title("\n".join(textwrap.fill(line, TITLE_WIDTH) for line in lines), fontsize="medium")
     axes.grid(alpha=0.3)
     if groups:
         axes.legend()

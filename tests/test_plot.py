@@ -230,6 +230,20 @@ def test_figure_names_the_statistic_and_shows_the_note(store: str, tmp_path: Pat
     assert axes.get_title().endswith("P(sac > td3)")
 
 
+def test_long_title_and_note_wrap_inside_the_figure(store: str, tmp_path: Path) -> None:
+    """A probability of improvement between long group labels is one long title line; it must stay readable."""
+    curves = load_run_curves(store, "test/success_rate", "steps", ["algorithm.model_class"], ["FetchReach-v4"])
+    groups = aggregate_curves(curves, n_bootstrap=200)
+    label = "grasped share 0.5 (the preset's setting)"
+    note = f"probability of improvement P({label} > {label.replace('0.5', '0.75')}) = 0.50 [0.17, 0.83] on final values"
+    figure = draw_curves(groups, "test/success_rate", "steps", "iqm", tmp_path / "long.png", "A long title " * 8, note)
+    renderer = figure.canvas.get_renderer()
+    title = figure.axes[0].title.get_window_extent(renderer)
+    width = figure.get_window_extent(renderer).width
+    assert 0 <= title.x0 and title.x1 <= width
+    assert figure.axes[0].get_title().replace("\n", " ").endswith("on final values")
+
+
 def test_sweep_plot_has_the_trials_and_one_panel_per_param(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
     study = optuna.create_study(
